@@ -1,1 +1,54 @@
-//! placeholder
+//! Server-Sent Events pub/sub server.
+//!
+//! [`run`] serves the web page, the event stream and the publish endpoint on
+//! an already-bound listener until a shutdown future resolves. The binary
+//! (`main.rs`) only parses flags, sets up logging and binds.
+
+pub mod assets;
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod serve;
+pub mod wire;
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use routes::{app, AppState};
+
+/// Runs the server on `listener` until `shutdown` resolves: stops
+/// accepting, ends every stream, and returns once connections have closed
+/// (or [`serve::SHUTDOWN_GRACE`] has passed).
+///
+/// # Errors
+/// When the broker cannot be started.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let broker = Arc::new(broker::Broker::start(&config, metrics).await?);
+    let mut background = tokio::task::JoinSet::new();
+    if !config.tick.is_zero() {
+        background.spawn(clock::run(Arc::clone(&broker), config.tick));
+    }
+    background.spawn(clock::heartbeat(Arc::clone(&broker), config.heartbeat));
+    let router = app(AppState::new(Arc::clone(&broker), config));
+    let stop_broker = Arc::clone(&broker);
+    serve::serve(listener, router, async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing streams");
+        // Ending the streams first lets each response finish cleanly.
+        stop_broker.shutdown().await;
+    })
+    .await;
+    background.shutdown().await;
+    broker.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Where events go: the broker owns ids, history, replay and fan-out.
+//!
+//! HTTP handlers only call [`Broker::publish`] and [`Broker::subscribe`].
+//! Both brokers fan out through the same local [`hub::Hub`]; they differ in
+//! where the log lives (this process, or a Redis stream shared by several
+//! server processes).
+
+pub mod hub;
+pub mod memory;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{BrokerUrl, Config},
+    metrics::Metrics,
+    wire::{self, EventId},
+};
+pub use hub::{Hub, Resume, StoredEvent, Subscription};
+pub use memory::MemoryBroker;
+
+/// Why the broker could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker's backing store cannot be reached; nothing was changed.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The event log behind the server.
+#[derive(Debug)]
+pub enum Broker {
+    /// History in this process.
+    Memory(MemoryBroker),
+}
+
+impl Broker {
+    /// Starts the broker the configuration names.
+    ///
+    /// # Errors
+    /// When the broker's backing store cannot be set up.
+    pub async fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BrokerError> {
+        match &config.broker {
+            BrokerUrl::Memory => Ok(Self::Memory(MemoryBroker::new(
+                config.history,
+                config.queue,
+                metrics,
+            ))),
+            BrokerUrl::Redis(_) => Err(BrokerError::Unavailable(
+                "the Redis broker is not built into this version".to_owned(),
+            )),
+        }
+    }
+
+    /// The local fan-out hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        match self {
+            Self::Memory(broker) => broker.hub(),
+        }
+    }
+
+    /// Publishes an event; returns its id once the broker has accepted it.
+    ///
+    /// # Errors
+    /// When the broker cannot accept events right now; nothing was published.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<EventId, BrokerError> {
+        match self {
+            Self::Memory(broker) => Ok(broker.publish(topic, event, data)),
+        }
+    }
+
+    /// Subscribes to `topics`, replaying what is newer than `last_event_id`.
+    ///
+    /// # Errors
+    /// When the history the replay needs cannot be read.
+    pub async fn subscribe(
+        &self,
+        topics: Vec<Arc<str>>,
+        last_event_id: Option<&str>,
+        connection: CancellationToken,
+    ) -> Result<Subscription, BrokerError> {
+        match self {
+            Self::Memory(broker) => Ok(broker.subscribe(topics, last_event_id, connection)),
+        }
+    }
+
+    /// Whether the broker can accept events now.
+    pub fn is_up(&self) -> bool {
+        match self {
+            Self::Memory(_) => true,
+        }
+    }
+
+    /// Ends every subscription and stops background work.
+    pub async fn shutdown(&self) {
+        self.hub().close();
+    }
+}
+
+/// The notice sent before a replay that cannot start where the client asked.
+///
+/// Its `id` is `resume_id`, where the replay that follows starts, so a client
+/// that reconnects in the middle of the replay continues from there.
+pub fn too_old_notice(resume_id: EventId, requested: &str, oldest: Option<EventId>) -> Bytes {
+    let data = serde_json::json!({
+        "lastEventId": requested,
+        "oldestId": oldest.map(|id| id.to_string()),
+        "message": "the requested event is older than the retained history or unknown to this server; replaying everything retained",
+    });
+    wire::encode_event(
+        &resume_id.to_string(),
+        wire::TOO_OLD_EVENT,
+        &data.to_string(),
+    )
+}

@@ -1,0 +1,36 @@
+//! The built-in clock: a `tick` event on topic `default` every `--tick`.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::broker::Broker;
+
+/// Event type of the clock's events.
+pub const TICK_EVENT: &str = "tick";
+
+/// Publishes the time every `interval` until the task is dropped.
+pub async fn run(broker: Arc<Broker>, interval: Duration) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer.tick().await;
+    loop {
+        timer.tick().await;
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        if let Err(err) = broker
+            .publish("default", TICK_EVENT, &format!("the time is {now}"))
+            .await
+        {
+            tracing::warn!(cause = %err, "the clock could not publish");
+        }
+    }
+}
+
+/// Asks the hub to send heartbeat comments on idle streams every `interval`.
+pub async fn heartbeat(broker: Arc<Broker>, interval: Duration) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer.tick().await;
+    loop {
+        timer.tick().await;
+        broker.hub().heartbeat();
+    }
+}

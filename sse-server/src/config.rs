@@ -1,0 +1,200 @@
+//! Command-line and environment configuration of the server.
+//!
+//! Every flag has an `SSE_<FLAG>` environment variable, so the same binary is
+//! configured the same way from a shell, a systemd unit or a container.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+/// Address the server listens on by default: loopback only, the seed's port.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+/// The seed's clock interval.
+pub const DEFAULT_TICK: &str = "2s";
+/// Events kept for replay. 10,000 small events is a few MB, and covers a
+/// client that was away for minutes at the rates the clock and a chat produce.
+pub const DEFAULT_HISTORY: usize = 10_000;
+/// Proxies commonly cut idle connections after 30-60 s; a comment every 15 s
+/// keeps the stream open through them.
+pub const DEFAULT_HEARTBEAT: &str = "15s";
+/// The EventSource default; we send it explicitly so every client agrees.
+pub const DEFAULT_RETRY: &str = "3s";
+/// Events a subscriber may have pending before it is dropped as too slow.
+/// At 1,000 events a subscriber can be a few seconds behind a busy topic
+/// without being dropped, while a stalled one is found quickly.
+pub const DEFAULT_QUEUE: usize = 1_000;
+
+/// Server-Sent Events pub/sub server.
+///
+/// Serves a web page at `/`, the event stream at `/sse` and accepts events at
+/// `/publish`. See the README for the wire format and the endpoints.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sse-server", version, about, long_about = None)]
+pub struct Config {
+    /// Address (IP:PORT) to listen on.
+    #[arg(long, env = "SSE_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+
+    /// Interval of the built-in clock, which publishes a `tick` event on topic
+    /// `default`; `0` turns it off.
+    #[arg(long, env = "SSE_TICK", default_value = DEFAULT_TICK, value_parser = parse_duration)]
+    pub tick: Duration,
+
+    /// Number of recent events kept for replay to clients that resume with
+    /// `Last-Event-ID`.
+    #[arg(long, env = "SSE_HISTORY", default_value_t = DEFAULT_HISTORY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub history: usize,
+
+    /// Interval between keep-alive comments on idle streams.
+    #[arg(long, env = "SSE_HEARTBEAT", default_value = DEFAULT_HEARTBEAT, value_parser = parse_positive_duration)]
+    pub heartbeat: Duration,
+
+    /// Reconnection delay sent to clients in the stream's `retry:` field.
+    #[arg(long, env = "SSE_RETRY", default_value = DEFAULT_RETRY, value_parser = parse_duration)]
+    pub retry: Duration,
+
+    /// Require `Authorization: Bearer TOKEN` on /publish.
+    #[arg(long, env = "SSE_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+
+    /// Maximum concurrent subscribers; further ones get 503 with Retry-After.
+    #[arg(long, env = "SSE_MAX_CLIENTS")]
+    pub max_clients: Option<usize>,
+
+    /// Events a subscriber may have waiting before it is disconnected as too
+    /// slow (it can resume with Last-Event-ID).
+    #[arg(long, env = "SSE_QUEUE", default_value_t = DEFAULT_QUEUE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub queue: usize,
+
+    /// Event broker: `memory` (embedded) or `redis://[:PASSWORD@]HOST:PORT[/DB]`
+    /// (Redis Streams, shared by several server instances).
+    #[arg(long, env = "SSE_BROKER", default_value = "memory")]
+    pub broker: BrokerUrl,
+
+    /// Prefix of the Redis keys this server uses (Redis broker only).
+    #[arg(long, env = "SSE_REDIS_PREFIX", default_value = "sse")]
+    pub redis_prefix: String,
+
+    /// Serve the web page from this folder instead of the embedded copy
+    /// (for editing the page live).
+    #[arg(long, env = "SSE_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The configuration with every flag at its default, as tests want it.
+    pub fn defaults() -> Self {
+        Self::parse_from(["sse-server"])
+    }
+}
+
+/// Which broker keeps the event log.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BrokerUrl {
+    /// The embedded in-memory broker.
+    Memory,
+    /// A Redis server, by URL.
+    Redis(String),
+}
+
+impl std::fmt::Debug for BrokerUrl {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Redis(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for BrokerUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "memory" {
+            Ok(Self::Memory)
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(Self::Redis(s.to_owned()))
+        } else {
+            Err(format!(
+                "expected `memory` or `redis://HOST:PORT[/DB]`, got `{s}`"
+            ))
+        }
+    }
+}
+
+/// `redis://user:secret@host` becomes `redis://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Parses `2s`, `500ms`, `1m`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (examples: 2s, 500ms, 1m)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:hunter2@db:6379/1"),
+            "redis://:***@db:6379/1"
+        );
+        assert_eq!(redact_url("redis://u:p@db"), "redis://u:***@db");
+        assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+        assert_eq!(
+            format!("{:?}", "redis://:pw@h".parse::<BrokerUrl>().unwrap()),
+            "redis://:***@h"
+        );
+    }
+
+    #[test]
+    fn broker_rejects_unknown_schemes() {
+        assert!("postgres://x".parse::<BrokerUrl>().is_err());
+        assert_eq!("memory".parse::<BrokerUrl>(), Ok(BrokerUrl::Memory));
+    }
+}

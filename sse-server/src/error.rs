@@ -1,0 +1,84 @@
+//! The one error type handlers return; it always answers JSON `{"error"}`.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+
+use crate::{broker::BrokerError, wire::NameError};
+
+/// Everything a request can get wrong, or the server cannot do now.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request was malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A topic or event name was invalid (400).
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    /// Missing or wrong bearer token (401).
+    #[error("missing or wrong publish token (send Authorization: Bearer TOKEN)")]
+    Unauthorized,
+    /// No such route (404).
+    #[error("not found")]
+    NotFound,
+    /// The body was over the limit (413).
+    #[error("body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The body's content type is not one we read (415).
+    #[error("unsupported content type {0:?}: send application/json or text/plain")]
+    UnsupportedMediaType(String),
+    /// `--max-clients` subscribers are connected (503, with Retry-After).
+    #[error("too many subscribers connected; retry later")]
+    Full {
+        /// Seconds the client should wait.
+        retry_after_secs: u64,
+    },
+    /// The broker cannot take requests now (503).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::BadName(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Full { .. } | Self::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "request failed");
+        } else {
+            tracing::debug!(%status, error = %self, "request refused");
+        }
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::Full { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::Broker(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,142 @@
+//! Counters the server keeps, exposed at `/metrics` (Prometheus text) and
+//! `/stats` (JSON for the web page).
+//!
+//! Each server owns its registry, so several servers in one process (tests)
+//! never mix their numbers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+use serde::Serialize;
+
+/// The server's counters. Cloning a metric shares it.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Subscribers connected now.
+    pub clients: Gauge,
+    /// Events accepted by the broker.
+    pub published: Counter,
+    /// Events written to subscribers (one per subscriber per event).
+    pub delivered: Counter,
+    /// Subscribers disconnected because they could not keep up.
+    pub dropped_slow: Counter,
+    /// Subscribers refused because `--max-clients` was reached.
+    pub rejected: Counter,
+    /// Bytes of event stream handed to connections.
+    pub bytes_sent: Counter,
+    /// Whether the broker is reachable (1) or not (0).
+    pub broker_up: Gauge,
+    started: std::time::Instant,
+    last_published: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sse");
+        let clients = Gauge::default();
+        let published = Counter::default();
+        let delivered = Counter::default();
+        let dropped_slow = Counter::default();
+        let rejected = Counter::default();
+        let bytes_sent = Counter::default();
+        let broker_up = Gauge::default();
+        broker_up.set(1);
+        registry.register("clients", "Subscribers connected now", clients.clone());
+        registry.register(
+            "events_published",
+            "Events accepted by the broker",
+            published.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Events written to subscribers, one per subscriber per event",
+            delivered.clone(),
+        );
+        registry.register(
+            "clients_dropped_slow",
+            "Subscribers disconnected because their queue was full",
+            dropped_slow.clone(),
+        );
+        registry.register(
+            "clients_rejected",
+            "Subscribers refused because --max-clients was reached",
+            rejected.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Bytes of event stream sent to subscribers",
+            bytes_sent.clone(),
+        );
+        registry.register(
+            "broker_up",
+            "1 when the broker is reachable",
+            broker_up.clone(),
+        );
+        Self {
+            registry,
+            clients,
+            published,
+            delivered,
+            dropped_slow,
+            rejected,
+            bytes_sent,
+            broker_up,
+            started: std::time::Instant::now(),
+            last_published: AtomicU64::new(0),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// A snapshot for the web page.
+    pub fn stats(&self) -> Stats {
+        let published = self.published.get();
+        self.last_published.store(published, Ordering::Relaxed);
+        Stats {
+            clients: self.clients.get().max(0) as u64,
+            published,
+            delivered: self.delivered.get(),
+            dropped_slow: self.dropped_slow.get(),
+            bytes_sent: self.bytes_sent.get(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            broker_up: self.broker_up.get() == 1,
+        }
+    }
+}
+
+/// What `/stats` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Subscribers connected now.
+    pub clients: u64,
+    /// Events accepted since start.
+    pub published: u64,
+    /// Events delivered since start.
+    pub delivered: u64,
+    /// Subscribers dropped as too slow since start.
+    pub dropped_slow: u64,
+    /// Bytes sent since start.
+    pub bytes_sent: u64,
+    /// Milliseconds since start; rates are differences over this.
+    pub uptime_ms: u64,
+    /// Whether the broker is reachable.
+    pub broker_up: bool,
+}

@@ -1,0 +1,36 @@
+//! `/healthz`, `/metrics` and `/stats`.
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
+
+use super::AppState;
+
+/// 200 while serving and the broker is reachable, 503 when it is not.
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.broker.is_up() {
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({"status": "ok", "broker": "up"})),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "degraded", "broker": "down"})),
+        )
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.broker.hub().metrics().render(),
+    )
+}
+
+/// Counters as JSON, for the web page's chart.
+pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.broker.hub().metrics().stats())
+}
