@@ -1,5 +1,7 @@
 //! `sse-server`: parse flags, set up logging, bind, run.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use sse_server::{serve, Config};
 use tracing_subscriber::EnvFilter;
@@ -10,6 +12,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let config = Config::parse();
     let listener = serve::bind(config.addr)

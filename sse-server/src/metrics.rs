@@ -4,8 +4,6 @@
 //! Each server owns its registry, so several servers in one process (tests)
 //! never mix their numbers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, gauge::Gauge},
@@ -32,7 +30,6 @@ pub struct Metrics {
     /// Whether the broker is reachable (1) or not (0).
     pub broker_up: Gauge,
     started: std::time::Instant,
-    last_published: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -94,7 +91,6 @@ impl Metrics {
             bytes_sent,
             broker_up,
             started: std::time::Instant::now(),
-            last_published: AtomicU64::new(0),
         }
     }
 
@@ -109,7 +105,6 @@ impl Metrics {
     /// A snapshot for the web page.
     pub fn stats(&self) -> Stats {
         let published = self.published.get();
-        self.last_published.store(published, Ordering::Relaxed);
         Stats {
             clients: self.clients.get().max(0) as u64,
             published,

@@ -1,0 +1,10 @@
+//! Tests that need programs from outside Rust: Redis, nginx, Chromium.
+//!
+//! Built only with the `external-tests` feature; `cargo xtask test`
+//! installs what they need and runs them.
+
+#[path = "../it/support.rs"]
+mod support;
+
+mod browser;
+mod redis;

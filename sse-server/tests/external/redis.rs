@@ -1,0 +1,1 @@
+//! Several server instances on one real Redis.

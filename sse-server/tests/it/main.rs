@@ -1,0 +1,3 @@
+//! Integration tests: the real server on a socket, driven over HTTP.
+
+mod support;

@@ -1,0 +1,216 @@
+//! Starting real servers for tests: in this process on port 0, or the
+//! real binary as a child process.
+
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    time::Duration,
+};
+
+use futures::StreamExt;
+use sse_cli::parse::{Event, Parser};
+use sse_server::Config;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with the clock off and `args` on top.
+    pub async fn start(args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), args).await
+    }
+
+    /// Like [`TestServer::start`], on a given address (to restart on a port).
+    pub async fn start_on(addr: SocketAddr, args: &[&str]) -> Self {
+        let mut argv = vec!["sse-server", "--tick", "0"];
+        argv.extend_from_slice(args);
+        let config = Config::try_parse_from_args(&argv);
+        let listener = sse_server::serve::bind(addr).expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(sse_server::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop: Some(stop), task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Shuts the server down and waits until it has stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
+        task.await.expect("server task").expect("server run");
+    }
+}
+
+trait ParseArgs {
+    fn try_parse_from_args(argv: &[&str]) -> Config;
+}
+
+impl ParseArgs for Config {
+    fn try_parse_from_args(argv: &[&str]) -> Config {
+        use clap::Parser as _;
+        Config::try_parse_from(argv).expect("valid test arguments")
+    }
+}
+
+/// The real `sse-server` binary, as a child process.
+pub struct BinaryServer {
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+impl BinaryServer {
+    /// Starts the binary on `addr` (port 0 for any) and waits until it serves.
+    pub async fn start(addr: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+            .arg("--addr")
+            .arg(addr)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sse-server");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap();
+                    return addr.parse::<SocketAddr>().unwrap();
+                }
+            }
+            panic!("sse-server exited before serving");
+        })
+        .await
+        .expect("sse-server did not start in 30 s");
+        // Keep draining the log so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { addr, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.pid();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        self.child.wait().await.expect("wait")
+    }
+}
+
+/// A client's view of one stream, parsed with the project's parser.
+pub struct EventReader {
+    response: reqwest::Response,
+    parser: Parser,
+    ready: std::collections::VecDeque<Event>,
+}
+
+impl EventReader {
+    /// Opens `url` as an event stream and checks the response head.
+    pub async fn open(url: &str, last_event_id: Option<&str>) -> Self {
+        let client = reqwest::Client::new();
+        let mut request = client.get(url).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("connect");
+        assert_eq!(response.status(), 200, "GET {url}");
+        Self {
+            response,
+            parser: Parser::new(),
+            ready: Default::default(),
+        }
+    }
+
+    pub fn response(&self) -> &reqwest::Response {
+        &self.response
+    }
+
+    pub fn retry(&self) -> Option<Duration> {
+        self.parser.retry()
+    }
+
+    /// The next event, or `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            let ready = &mut self.ready;
+            self.parser
+                .feed(&chunk, |event| ready.push_back(event.clone()))
+                .expect("valid stream");
+        }
+    }
+
+    /// The next event within `timeout`, panicking otherwise.
+    pub async fn expect(&mut self, timeout: Duration) -> Event {
+        tokio::time::timeout(timeout, self.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream to stay open")
+    }
+
+    /// Raw bytes of the next chunk (for wire-level checks).
+    pub async fn raw_chunk(&mut self) -> Option<bytes::Bytes> {
+        self.response.chunk().await.ok()?
+    }
+
+    pub fn into_bytes_stream(self) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> {
+        self.response.bytes_stream().boxed()
+    }
+}
+
+/// Publishes JSON and returns the id.
+pub async fn publish(base: &str, topic: &str, event: &str, data: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/publish"))
+        .json(&serde_json::json!({"topic": topic, "event": event, "data": data}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
