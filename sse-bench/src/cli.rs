@@ -1,0 +1,207 @@
+//! Command-line interface: every flag of `sse-bench`, with the defaults and
+//! the reasons for them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Clients opened when `--clients` is not given: enough to see fan-out cost,
+/// few enough to run anywhere.
+pub const DEFAULT_CLIENTS: usize = 100;
+
+/// Events per second when `--rate` is not given (the product contract's
+/// example uses 10).
+pub const DEFAULT_RATE: f64 = 10.0;
+
+/// Payload bytes per event: the contract's default of 128 B is a typical
+/// small notification.
+pub const DEFAULT_PAYLOAD: usize = 128;
+
+/// New connections per second during ramp-up: fast enough to open 10,000
+/// clients in two seconds, slow enough not to overflow a 4096 listen backlog.
+pub const DEFAULT_CONNECT_RATE: f64 = 5000.0;
+
+/// Subscribe URL template for our server; `{url}` and `{topic}` are
+/// substituted.
+pub const DEFAULT_SUB_URL: &str = "{url}/sse?topic={topic}";
+
+/// Publish URL template for our server.
+pub const DEFAULT_PUB_URL: &str = "{url}/publish";
+
+/// Publish body template for our server's JSON publish API; `{payload}` only
+/// ever holds characters that need no JSON escaping.
+pub const DEFAULT_PUB_BODY: &str = r#"{"topic":"{topic}","event":"message","data":"{payload}"}"#;
+
+/// Load tester for Server-Sent Events servers.
+///
+/// Opens N concurrent SSE connections, publishes events on a fixed schedule,
+/// and measures delivery latency (from the intended send time, so a
+/// publisher that falls behind is not hidden), connect time, throughput,
+/// lost/duplicated/out-of-order events, and the CPU and memory of the bench
+/// and, with --server-pid, of the server.
+///
+/// Exit status: 0 when every client connected and every event published was
+/// delivered to every client exactly once; 1 when deliveries were lost or
+/// connections failed; 2 when the run could not start.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sse-bench", version, about, long_about)]
+pub struct Cli {
+    /// Number of concurrent SSE clients.
+    #[arg(short = 'c', long, default_value_t = DEFAULT_CLIENTS, env = "SSE_BENCH_CLIENTS")]
+    pub clients: usize,
+
+    /// Base URL of the server (substituted for {url} in the URL templates).
+    #[arg(long, default_value = "http://127.0.0.1:3000", env = "SSE_BENCH_URL")]
+    pub url: String,
+
+    /// How long to publish, e.g. 30s, 2m.
+    #[arg(short = 'd', long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Events published per second (fixed schedule).
+    #[arg(short = 'r', long, default_value_t = DEFAULT_RATE, value_parser = parse_positive_f64)]
+    pub rate: f64,
+
+    /// Payload size in bytes (at least 48: sequence number and timestamp).
+    #[arg(short = 'p', long, default_value_t = DEFAULT_PAYLOAD)]
+    pub payload: usize,
+
+    /// New connections per second while ramping up.
+    #[arg(long, default_value_t = DEFAULT_CONNECT_RATE, value_parser = parse_positive_f64)]
+    pub connect_rate: f64,
+
+    /// Print one JSON object with every figure instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Topic (channel) to publish to and subscribe to; default: a fresh name
+    /// per run, so runs never see each other's events.
+    #[arg(long)]
+    pub topic: Option<String>,
+
+    /// Subscribe URL template ({url}, {topic} substituted); plain http only.
+    #[arg(long, default_value = DEFAULT_SUB_URL)]
+    pub sub_url: String,
+
+    /// Publish URL template ({url}, {topic} substituted).
+    #[arg(long, default_value = DEFAULT_PUB_URL)]
+    pub pub_url: String,
+
+    /// Publish body template ({topic}, {payload} substituted), e.g. a raw
+    /// "{payload}" for Nchan, or Pushpin's JSON publish format.
+    #[arg(long, default_value = DEFAULT_PUB_BODY)]
+    pub pub_body: String,
+
+    /// Content-Type of publish requests.
+    #[arg(long, default_value = "application/json")]
+    pub pub_content_type: String,
+
+    /// Extra header on publish requests, 'Name: value' (repeatable), e.g.
+    /// 'Authorization: Bearer TOKEN'.
+    #[arg(long = "pub-header", value_name = "HEADER")]
+    pub pub_headers: Vec<String>,
+
+    /// PID of the server under test (repeatable): its CPU time and resident
+    /// memory, with all its descendant processes, are reported.
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
+
+    /// Split the clients over K child processes (each with its own open-file
+    /// limit); their histograms are merged.
+    #[arg(short = 'w', long, default_value_t = 1)]
+    pub workers: usize,
+
+    /// Local source address for client connections (repeatable or
+    /// comma-separated, e.g. 127.0.0.2,127.0.0.3): each adds a full
+    /// ephemeral port range, for more connections than one range holds.
+    #[arg(long = "source-ip", value_name = "IP", value_delimiter = ',')]
+    pub source_ips: Vec<IpAddr>,
+
+    /// Give up on a connection attempt (TCP connect plus response head) after
+    /// this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// After the last publish, wait at most this long for deliveries still
+    /// in flight before counting them lost.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain: Duration,
+
+    /// Name of the target in reports (for side-by-side tables).
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// No progress bars even on a terminal.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Print a side-by-side table of saved --json reports and exit (reports
+    /// with the same label are runs of one target: the table shows their
+    /// medians and spread).
+    #[arg(long, value_name = "REPORT.json", num_args = 1..)]
+    pub table: Vec<PathBuf>,
+
+    /// Internal: run as a worker child process of a --workers run.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+
+    /// Internal: index of the first client of this worker (spreads source
+    /// addresses evenly across workers).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub client_offset: usize,
+
+    /// Internal (used by `cargo xtask bench --compare`): serve a minimal GRIP
+    /// origin for Pushpin on this address and exit on SIGTERM/SIGINT.
+    #[arg(long, hide = true, value_name = "ADDR")]
+    pub grip_origin: Option<SocketAddr>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 500ms)"))
+}
+
+fn parse_positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn contract_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "sse-bench",
+            "--clients",
+            "10000",
+            "--url",
+            "http://127.0.0.1:3000",
+            "--duration",
+            "30s",
+            "--rate",
+            "20",
+            "--payload",
+            "128",
+            "--connect-rate",
+            "5000",
+            "--json",
+        ])
+        .expect("contract flags must parse");
+        assert_eq!(cli.clients, 10_000);
+        assert_eq!(cli.duration, Duration::from_secs(30));
+        assert!(cli.json);
+        assert!(Cli::try_parse_from(["sse-bench", "--rate", "0"]).is_err());
+        assert!(Cli::try_parse_from(["sse-bench", "--duration", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! The publisher: one keep-alive HTTP connection, events on a fixed
+//! schedule. Each payload carries its sequence number and its *intended*
+//! send time, and clients measure latency from that time, so if the
+//! publisher (or the server answering it) falls behind, the delay is counted
+//! rather than hidden (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+
+use crate::payload;
+
+/// Deadline for one publish request: a publish that takes longer is counted
+/// as an error, and its event is expected nowhere.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A body template split around `{payload}`, with `{topic}` already filled in.
+#[derive(Debug, Clone)]
+pub struct BodyTemplate {
+    parts: Vec<String>,
+}
+
+impl BodyTemplate {
+    /// Prepares `template` for `topic`.
+    pub fn new(template: &str, topic: &str) -> Self {
+        let filled = template.replace("{topic}", topic);
+        Self {
+            parts: filled.split("{payload}").map(str::to_string).collect(),
+        }
+    }
+
+    /// The body for one payload.
+    pub fn render(&self, payload: &str) -> String {
+        self.parts.join(payload)
+    }
+}
+
+/// How to publish.
+#[derive(Debug, Clone)]
+pub struct PublishSpec {
+    /// Publish URL (templates already filled in).
+    pub url: String,
+    /// Body template.
+    pub body: BodyTemplate,
+    /// Content-Type and any extra headers.
+    pub headers: HeaderMap,
+    /// Events per second.
+    pub rate: f64,
+    /// How long to publish.
+    pub duration: Duration,
+    /// Payload bytes.
+    pub payload: usize,
+}
+
+/// Parses `'Name: value'` header arguments plus the content type.
+///
+/// # Errors
+/// On a header without a colon or with an invalid name or value.
+pub fn headers(content_type: &str, extra: &[String]) -> anyhow::Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    map.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(content_type)
+            .with_context(|| format!("bad content type {content_type:?}"))?,
+    );
+    for h in extra {
+        let (name, value) = h
+            .split_once(':')
+            .with_context(|| format!("header {h:?} is not 'Name: value'"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .with_context(|| format!("bad header name in {h:?}"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .with_context(|| format!("bad header value in {h:?}"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// What the publisher did.
+#[derive(Debug, Default, Clone)]
+pub struct PublishStats {
+    /// Events the schedule called for.
+    pub scheduled: u64,
+    /// Events the server accepted (2xx).
+    pub published: u64,
+    /// Failed publishes by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Largest delay between an event's intended and actual send start, µs.
+    pub max_lag_us: u64,
+    /// Wall-clock seconds the publishing took.
+    pub elapsed_s: f64,
+}
+
+/// Number of events a run of `duration` at `rate` publishes.
+pub fn scheduled_events(rate: f64, duration: Duration) -> u64 {
+    // Saturating float-to-int conversion; inputs are validated positive.
+    (rate * duration.as_secs_f64()).floor() as u64
+}
+
+/// Publishes on schedule; `sent` counts accepted events as they happen.
+///
+/// # Errors
+/// Only when the HTTP client cannot be built; publish failures are counted.
+pub async fn run(spec: PublishSpec, sent: Arc<AtomicU64>) -> anyhow::Result<PublishStats> {
+    let client = reqwest::Client::builder()
+        .default_headers(spec.headers.clone())
+        .timeout(PUBLISH_TIMEOUT)
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")?;
+    let total = scheduled_events(spec.rate, spec.duration);
+    let mut stats = PublishStats {
+        scheduled: total,
+        ..Default::default()
+    };
+    let start = tokio::time::Instant::now();
+    let start_ns = payload::now_ns();
+    let interval_ns = 1e9 / spec.rate;
+    for seq in 0..total {
+        // Float offsets keep non-integer rates exact over long runs.
+        let offset = Duration::from_nanos((seq as f64 * interval_ns) as u64);
+        tokio::time::sleep_until(start + offset).await;
+        let lag = start.elapsed().saturating_sub(offset);
+        stats.max_lag_us = stats
+            .max_lag_us
+            .max(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
+        let intended_ns = start_ns + u64::try_from(offset.as_nanos()).unwrap_or(u64::MAX);
+        let body = spec
+            .body
+            .render(&payload::encode(seq, intended_ns, spec.payload));
+        match client.post(&spec.url).body(body).send().await {
+            Ok(resp) if resp.status().is_success() => {
+                // Drain the (small) body so the connection is reused.
+                let _ = resp.bytes().await;
+                stats.published += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(resp) => {
+                *stats
+                    .errors
+                    .entry(format!("http {}", resp.status().as_u16()))
+                    .or_default() += 1;
+            }
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout".to_string()
+                } else if e.is_connect() {
+                    "connect".to_string()
+                } else {
+                    "request".to_string()
+                };
+                *stats.errors.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    stats.elapsed_s = start.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_topic_and_payload() {
+        let t = BodyTemplate::new(crate::cli::DEFAULT_PUB_BODY, "t1");
+        assert_eq!(
+            t.render("1 2 x"),
+            r#"{"topic":"t1","event":"message","data":"1 2 x"}"#
+        );
+        assert_eq!(BodyTemplate::new("{payload}", "t").render("p"), "p");
+    }
+
+    #[test]
+    fn header_args_parse() {
+        let h = headers("text/plain", &["Authorization: Bearer x".into()]).unwrap();
+        assert_eq!(h.get("authorization").unwrap(), "Bearer x");
+        assert!(headers("text/plain", &["nocolon".into()]).is_err());
+    }
+
+    #[test]
+    fn schedule_counts() {
+        assert_eq!(scheduled_events(20.0, Duration::from_secs(30)), 600);
+        assert_eq!(scheduled_events(0.5, Duration::from_secs(3)), 1);
+    }
+}
