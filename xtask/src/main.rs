@@ -1,1 +1,60 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's commands, in Rust so they run
+//! wherever cargo does.
+//!
+//! - `serve [ARGS]`  builds and runs the server (release) on :3000
+//! - `test`          everything the project checks (installs what tests need)
+//! - `ci`            formatting, clippy with warnings denied, then `test`
+//! - `watch [ARGS]`  runs `sse-cli watch`
+//! - `bench [ARGS]`  release build, a server, sse-bench against it
+
+mod bench;
+mod deps;
+mod test;
+
+use anyhow::{bail, Result};
+use xshell::{cmd, Shell};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args]
+
+tasks:
+  serve [sse-server args]   build (release) and run the server on http://localhost:3000
+  test                      run every test; installs redis-server, nginx, chromium and
+                            chromium-driver with apt-get when root and missing
+  ci                        cargo fmt --check, clippy -D warnings, then test
+  watch [sse-cli args]      run `sse-cli watch` (default http://localhost:3000/sse)
+  bench [sse-bench args]    release build, start a server, run sse-bench, stop the server
+                            (--compare: the same load on Nchan, Pushpin and ours)
+";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match task.as_deref() {
+        Some("serve") => cmd!(sh, "cargo run --release -p sse-server -- {rest...}").run()?,
+        Some("watch") => cmd!(sh, "cargo run --release -p sse-cli -- watch {rest...}").run()?,
+        Some("test") => test::run(&sh, &rest)?,
+        Some("ci") => {
+            cmd!(sh, "cargo fmt --all -- --check").run()?;
+            cmd!(
+                sh,
+                "cargo clippy --workspace --all-targets --features sse-server/external-tests -- -D warnings"
+            )
+            .run()?;
+            test::run(&sh, &rest)?;
+        }
+        Some("bench") => bench::run(&sh, &rest)?,
+        Some("help" | "--help" | "-h") | None => print!("{USAGE}"),
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+    Ok(())
+}
+
+/// The workspace root (this crate lives in `xtask/`).
+fn project_root() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().unwrap_or(dir).to_path_buf()
+}
