@@ -1,0 +1,8 @@
+//! Integration tests for `sse-bench`: the built binary is run against small
+//! test servers whose misbehaviour is known exactly (a fixed delay, chosen
+//! events dropped, duplicated or held back, refused connections), and
+//! against the real `sse-server`; assertions read its `--json` report.
+
+mod e2e;
+mod support;
+mod validation;
