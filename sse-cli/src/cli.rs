@@ -1,0 +1,245 @@
+//! The command line: `sse-cli watch` and `sse-cli publish`, their flags and
+//! the parsing of flag values. Doc comments here are the `--help` text.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::{
+    header::{HeaderName, HeaderValue},
+    Url,
+};
+
+use crate::parse::DEFAULT_MAX_EVENT_SIZE;
+
+/// The stream `watch` follows when given no URL: our server on its default port.
+pub const DEFAULT_WATCH_URL: &str = "http://localhost:3000/sse";
+
+/// The server `publish` posts to when given no `--url`: our server's default.
+pub const DEFAULT_SERVER_URL: &str = "http://localhost:3000";
+
+/// Terminal client for Server-Sent Events: follow any event stream, or
+/// publish to an sse-server.
+#[derive(Debug, Parser)]
+#[command(name = "sse-cli", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Follow an event stream and print its events, reconnecting as a
+    /// browser's EventSource does.
+    Watch(WatchArgs),
+    /// Publish an event to an sse-server (or one event per line of stdin).
+    Publish(PublishArgs),
+}
+
+/// Flags of `sse-cli watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// URL of the event stream (any SSE endpoint, not only sse-server's).
+    #[arg(default_value = DEFAULT_WATCH_URL)]
+    pub url: Url,
+
+    /// Subscribe to this topic; repeat for several. Added to the URL as
+    /// `?topic=NAME`.
+    #[arg(long = "topic", value_name = "NAME")]
+    pub topics: Vec<String>,
+
+    /// Print one JSON object per line: {"event": TYPE, "data": DATA, "id":
+    /// LAST_EVENT_ID}.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit (with status 0) after printing N events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Exit (with status 0) when the server ends the stream, instead of
+    /// reconnecting.
+    #[arg(long)]
+    pub no_reconnect: bool,
+
+    /// Resume after this event id: sent as `Last-Event-ID` on the first
+    /// connection.
+    #[arg(long, value_name = "ID", value_parser = parse_last_event_id)]
+    pub last_event_id: Option<String>,
+
+    /// Extra request header, as 'Name: value'; repeat for several.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<Header>,
+
+    /// Wait this long before reconnecting (e.g. 500ms, 10s), whatever the
+    /// server's `retry:` field says.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry: Option<Duration>,
+
+    /// Largest line or event, in bytes, accepted from the server; a bigger
+    /// one ends the watch with an error instead of filling memory.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_EVENT_SIZE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_event_size: usize,
+}
+
+/// Flags of `sse-cli publish`.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Base URL of the sse-server; events are posted to URL/publish.
+    #[arg(long, env = "SSE_URL", default_value = DEFAULT_SERVER_URL)]
+    pub url: Url,
+
+    /// Topic to publish to (the server's default: `default`).
+    #[arg(long)]
+    pub topic: Option<String>,
+
+    /// Event type (the server's default: `message`).
+    #[arg(long)]
+    pub event: Option<String>,
+
+    /// Bearer token, for a server started with --publish-token.
+    #[arg(long, env = "SSE_PUBLISH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The event's data. `-` or nothing: read stdin and publish each line as
+    /// an event, as it arrives (e.g. `tail -f app.log | sse-cli publish -`).
+    #[arg(value_name = "DATA | -")]
+    pub data: Option<String>,
+}
+
+/// A request header given with `-H 'Name: value'`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The header's name.
+    pub name: HeaderName,
+    /// The header's value.
+    pub value: HeaderValue,
+}
+
+/// Parses `Name: value` (spaces around the value are dropped, as curl does).
+///
+/// # Errors
+///
+/// A message for clap when there is no colon or the name or value is not
+/// valid in an HTTP header.
+pub fn parse_header(s: &str) -> Result<Header, String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected 'Name: value', got {s:?}"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("{:?} is not a valid header name", name.trim()))?;
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("{:?} is not a valid header value", value.trim()))?;
+    Ok(Header { name, value })
+}
+
+/// Parses a duration such as `500ms`, `3s` or `1m` (a bare number is
+/// refused: its unit would be a guess).
+///
+/// # Errors
+///
+/// A message for clap when humantime cannot parse it.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 3s, 1m)"))
+}
+
+/// Checks that an id can be sent in a `Last-Event-ID` header and could have
+/// come from a stream (which cannot carry NUL, CR or LF in an id).
+fn parse_last_event_id(s: &str) -> Result<String, String> {
+    if s.contains(['\0', '\r', '\n']) || HeaderValue::from_bytes(s.as_bytes()).is_err() {
+        return Err(format!("{s:?} cannot be sent as a Last-Event-ID header"));
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn watch_defaults() {
+        let cli = Cli::try_parse_from(["sse-cli", "watch"]).unwrap();
+        let Command::Watch(args) = cli.command else {
+            panic!("not watch")
+        };
+        assert_eq!(args.url.as_str(), DEFAULT_WATCH_URL);
+        assert!(!args.json && !args.no_reconnect);
+        assert_eq!(args.count, None);
+        assert_eq!(args.max_event_size, DEFAULT_MAX_EVENT_SIZE);
+    }
+
+    #[test]
+    fn watch_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "sse-cli",
+            "watch",
+            "https://example.com/events",
+            "--topic",
+            "a",
+            "--topic",
+            "b c",
+            "--json",
+            "--count",
+            "3",
+            "--no-reconnect",
+            "--last-event-id",
+            "42",
+            "-H",
+            "Authorization: Bearer x",
+            "--header",
+            "X-Foo:bar",
+            "--retry",
+            "250ms",
+        ])
+        .unwrap();
+        let Command::Watch(args) = cli.command else {
+            panic!("not watch")
+        };
+        assert_eq!(args.topics, ["a", "b c"]);
+        assert_eq!(args.count, Some(3));
+        assert_eq!(args.last_event_id.as_deref(), Some("42"));
+        assert_eq!(args.retry, Some(Duration::from_millis(250)));
+        assert_eq!(args.headers.len(), 2);
+        assert_eq!(args.headers[0].name, "authorization");
+        assert_eq!(args.headers[0].value, "Bearer x");
+        assert_eq!(args.headers[1].value, "bar");
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["sse-cli", "watch", "--count", "0"][..],
+            &["sse-cli", "watch", "-H", "no colon"],
+            &["sse-cli", "watch", "-H", "bad name: x"],
+            &["sse-cli", "watch", "--retry", "5"],
+            &["sse-cli", "watch", "not a url"],
+            &["sse-cli", "watch", "--last-event-id", "a\nb"],
+            &["sse-cli", "publish", "--url", "::"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn publish_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "sse-cli", "publish", "--topic", "logs", "--event", "line", "--token", "t", "-",
+        ])
+        .unwrap();
+        let Command::Publish(args) = cli.command else {
+            panic!("not publish")
+        };
+        assert_eq!(args.topic.as_deref(), Some("logs"));
+        assert_eq!(args.event.as_deref(), Some("line"));
+        assert_eq!(args.token.as_deref(), Some("t"));
+        assert_eq!(args.data.as_deref(), Some("-"));
+    }
+}

@@ -1,0 +1,496 @@
+//! `sse-cli watch`: follows an event stream as a browser's `EventSource`
+//! does, and prints each event once.
+//!
+//! The connection rules are the WHATWG standard's: send
+//! `Accept: text/event-stream` (and `Cache-Control: no-cache`); a 200 with
+//! any `text/event-stream` Content-Type is the stream; a 204 means "stop,
+//! do not reconnect"; any other status or content type fails for good. When
+//! an established stream ends or breaks, wait the reconnection time (the
+//! server's `retry:`, or `--retry`, or 3 s) and reconnect with
+//! `Last-Event-ID`, so the server resumes after the last event we printed;
+//! reconnects that cannot connect are retried the same way. Only the very
+//! first connection failing to connect is an error, so a typo'd URL or a
+//! server that is not running is reported at once.
+
+use std::{
+    fmt,
+    io::{self, Write},
+    time::Duration,
+};
+
+use reqwest::{
+    header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE},
+    Client, StatusCode, Url,
+};
+
+use crate::{
+    cli::{Header, WatchArgs},
+    http,
+    output::{self, Format, Printer},
+    parse::{ParseError, Parser},
+};
+
+/// The reconnection time before the server sets one: the standard leaves
+/// it to the user agent, and browsers (and our server's default) use 3 s.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+
+/// The `Last-Event-ID` request header.
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// What to watch and how.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// The stream's URL, topics included.
+    pub url: Url,
+    /// Extra request headers; they replace the defaults of the same name.
+    pub headers: Vec<Header>,
+    /// Resume after this id on the first connection.
+    pub last_event_id: Option<String>,
+    /// Reconnection time that overrides the server's `retry:`.
+    pub retry: Option<Duration>,
+    /// Stop after printing this many events.
+    pub count: Option<u64>,
+    /// Reconnect when the stream ends or breaks.
+    pub reconnect: bool,
+    /// The parser's limit on a line or an event, in bytes.
+    pub max_event_size: usize,
+}
+
+impl WatchConfig {
+    /// The configuration the flags ask for.
+    pub fn from_args(args: &WatchArgs) -> Self {
+        Self {
+            url: with_topics(&args.url, &args.topics),
+            headers: args.headers.clone(),
+            last_event_id: args.last_event_id.clone(),
+            retry: args.retry,
+            count: args.count,
+            reconnect: !args.no_reconnect,
+            max_event_size: args.max_event_size,
+        }
+    }
+}
+
+/// Why a watch ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `--count` events were printed.
+    CountReached,
+    /// The server ended the stream and reconnecting was off.
+    StreamEnded,
+    /// The server answered 204 No Content: the standard's "do not reconnect".
+    NoContent,
+}
+
+/// Something worth telling a human about while watching (on stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The stream is gone; waiting `delay` before trying again.
+    Reconnecting {
+        /// What happened, e.g. "stream ended" or "reconnect failed: ...".
+        reason: String,
+        /// The reconnection time about to be waited.
+        delay: Duration,
+    },
+    /// A reconnect succeeded.
+    Reconnected {
+        /// The id sent as `Last-Event-ID` (`""` if none).
+        last_event_id: String,
+    },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Reconnecting { reason, delay } => {
+                write!(
+                    f,
+                    "{reason}; reconnecting in {}",
+                    humantime::format_duration(*delay)
+                )
+            }
+            Self::Reconnected { last_event_id } if last_event_id.is_empty() => {
+                write!(f, "reconnected")
+            }
+            Self::Reconnected { last_event_id } => {
+                write!(f, "reconnected, resuming after id {last_event_id}")
+            }
+        }
+    }
+}
+
+/// Why watching failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The first connection could not be made.
+    #[error("cannot connect to {url}: {cause}")]
+    Connect {
+        /// The stream's URL.
+        url: Url,
+        /// The innermost cause, e.g. "connection refused".
+        cause: String,
+    },
+    /// The server answered something other than 200 or 204.
+    #[error("{url} answered {status} (expected 200 OK with an event stream)")]
+    Status {
+        /// The stream's URL.
+        url: Url,
+        /// The status, with the server's error message if it sent one.
+        status: String,
+    },
+    /// The server answered 200 with something other than an event stream.
+    #[error("{url} did not send an event stream: Content-Type is {content_type} (expected text/event-stream)")]
+    ContentType {
+        /// The stream's URL.
+        url: Url,
+        /// The Content-Type received, quoted, or "missing".
+        content_type: String,
+    },
+    /// The stream broke and reconnecting was off.
+    #[error("the stream from {url} broke: {cause}")]
+    Broken {
+        /// The stream's URL.
+        url: Url,
+        /// The innermost cause.
+        cause: String,
+    },
+    /// The stream broke a parser limit.
+    #[error("the stream from {url} was refused: {source}")]
+    Parse {
+        /// The stream's URL.
+        url: Url,
+        /// The limit exceeded.
+        source: ParseError,
+    },
+    /// Printing failed (stdout closed, disk full...).
+    #[error("cannot write the output: {0}")]
+    Output(#[source] io::Error),
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// How one connection ended, short of a fatal error.
+enum Outcome {
+    Stopped(Stopped),
+    /// The server closed the stream cleanly.
+    Ended,
+    /// The stream broke after it had started.
+    Broke(String),
+    /// No connection (or no response) at all.
+    NoConnection(String),
+}
+
+/// Watches the stream, printing every event through `printer` and telling
+/// `on_notice` about reconnects, until a [`Stopped`] reason or an error.
+///
+/// # Errors
+///
+/// [`WatchError`]: the first connection failing, a status other than 200 or
+/// 204, a wrong content type (on any connection), a parser limit, a broken
+/// stream when not reconnecting, or failing to print.
+pub async fn watch<W: Write>(
+    config: &WatchConfig,
+    printer: &mut Printer<W>,
+    mut on_notice: impl FnMut(&Notice),
+) -> Result<Stopped, WatchError> {
+    let client = http::client_builder().build().map_err(WatchError::Client)?;
+    let mut parser = Parser::with_max_event_size(config.max_event_size);
+    if let Some(id) = &config.last_event_id {
+        parser.set_last_event_id(id);
+    }
+    let mut printed = 0;
+    let mut connected_once = false;
+    loop {
+        let outcome = connect_once(
+            &client,
+            config,
+            &mut parser,
+            printer,
+            &mut printed,
+            connected_once,
+            &mut on_notice,
+        )
+        .await?;
+        let reason = match outcome {
+            Outcome::Stopped(stopped) => return Ok(stopped),
+            Outcome::NoConnection(cause) if !connected_once => {
+                return Err(WatchError::Connect {
+                    url: config.url.clone(),
+                    cause,
+                });
+            }
+            Outcome::Ended if !config.reconnect => return Ok(Stopped::StreamEnded),
+            Outcome::Broke(cause) if !config.reconnect => {
+                return Err(WatchError::Broken {
+                    url: config.url.clone(),
+                    cause,
+                });
+            }
+            Outcome::Ended => "stream ended".to_string(),
+            Outcome::Broke(cause) => format!("connection lost: {cause}"),
+            Outcome::NoConnection(cause) => format!("reconnect failed: {cause}"),
+        };
+        connected_once = true;
+        let delay = reconnect_delay(config.retry, parser.retry());
+        on_notice(&Notice::Reconnecting { reason, delay });
+        tokio::time::sleep(delay).await;
+        parser.reset_for_reconnect();
+    }
+}
+
+/// `--retry` if given, else the server's last `retry:`, else 3 s.
+pub fn reconnect_delay(flag: Option<Duration>, server: Option<Duration>) -> Duration {
+    flag.or(server).unwrap_or(DEFAULT_RETRY)
+}
+
+/// One connection: request, check the response, print events until the
+/// stream ends, breaks, or `--count` is reached.
+async fn connect_once<W: Write>(
+    client: &Client,
+    config: &WatchConfig,
+    parser: &mut Parser,
+    printer: &mut Printer<W>,
+    printed: &mut u64,
+    reconnecting: bool,
+    on_notice: &mut impl FnMut(&Notice),
+) -> Result<Outcome, WatchError> {
+    let request = client
+        .get(config.url.clone())
+        .headers(request_headers(&config.headers, parser.last_event_id()));
+    let mut response = match request.send().await {
+        Ok(response) => response,
+        Err(err) => return Ok(Outcome::NoConnection(http::describe(&err))),
+    };
+    let status = response.status();
+    if status == StatusCode::NO_CONTENT {
+        return Ok(Outcome::Stopped(Stopped::NoContent));
+    }
+    if status != StatusCode::OK {
+        return Err(WatchError::Status {
+            url: config.url.clone(),
+            status: http::describe_status(response).await,
+        });
+    }
+    let content_type = response.headers().get(CONTENT_TYPE);
+    if !content_type.is_some_and(is_event_stream) {
+        return Err(WatchError::ContentType {
+            url: config.url.clone(),
+            content_type: content_type.map_or_else(
+                || "missing".to_string(),
+                |v| format!("{:?}", String::from_utf8_lossy(v.as_bytes())),
+            ),
+        });
+    }
+    if reconnecting {
+        on_notice(&Notice::Reconnected {
+            last_event_id: parser.last_event_id().to_string(),
+        });
+    }
+
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(Outcome::Ended),
+            Err(err) => return Ok(Outcome::Broke(http::describe(&err))),
+        };
+        let mut write_error = None;
+        let mut done = false;
+        let parsed = parser.feed(&chunk, |event| {
+            if done || write_error.is_some() {
+                return;
+            }
+            match printer.print(event) {
+                Ok(()) => {
+                    *printed += 1;
+                    done = config.count.is_some_and(|n| *printed >= n);
+                }
+                Err(err) => write_error = Some(err),
+            }
+        });
+        if done {
+            return Ok(Outcome::Stopped(Stopped::CountReached));
+        }
+        if let Some(err) = write_error {
+            return Err(WatchError::Output(err));
+        }
+        if let Err(source) = parsed {
+            return Err(WatchError::Parse {
+                url: config.url.clone(),
+                source,
+            });
+        }
+    }
+}
+
+/// The request headers: the EventSource defaults, then the user's `-H`
+/// headers (replacing defaults of the same name), then `Last-Event-ID`.
+fn request_headers(extra: &[Header], last_event_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    for header in extra {
+        headers.remove(&header.name);
+    }
+    for header in extra {
+        headers.append(header.name.clone(), header.value.clone());
+    }
+    if !last_event_id.is_empty() {
+        // Ids come from the stream (no CR, LF or NUL) or from a validated
+        // flag; any other control character cannot be sent, so such an id
+        // is not sent at all, as if there were none.
+        if let Ok(value) = HeaderValue::from_bytes(last_event_id.as_bytes()) {
+            headers.insert(LAST_EVENT_ID, value);
+        }
+    }
+    headers
+}
+
+/// Whether a Content-Type is `text/event-stream`, whatever its case and
+/// parameters (`Text/Event-Stream; charset=utf-8`).
+pub fn is_event_stream(value: &HeaderValue) -> bool {
+    let value = String::from_utf8_lossy(value.as_bytes());
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("text/event-stream")
+}
+
+/// The URL with one `topic=NAME` query parameter per topic appended,
+/// percent-encoded (spaces as `%20`, which every server decodes, unlike `+`).
+pub fn with_topics(url: &Url, topics: &[String]) -> Url {
+    if topics.is_empty() {
+        return url.clone();
+    }
+    let mut query = url.query().unwrap_or_default().to_string();
+    for topic in topics {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str("topic=");
+        percent_encode_into(&mut query, topic);
+    }
+    let mut url = url.clone();
+    url.set_query(Some(&query));
+    url
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode_into(out: &mut String, text: &str) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+}
+
+/// `sse-cli watch`: prints to stdout, tells a human about reconnects on
+/// stderr, and stops quietly when the reader of stdout goes away.
+///
+/// # Errors
+///
+/// See [`watch`].
+pub async fn run(args: WatchArgs) -> Result<(), WatchError> {
+    let config = WatchConfig::from_args(&args);
+    let stdout = io::stdout();
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Human {
+            color: output::use_color(&stdout),
+        }
+    };
+    let human = !args.json;
+    let mut printer = Printer::new(stdout, format);
+    let result = watch(&config, &mut printer, |notice| {
+        if human {
+            eprintln!("sse-cli: {notice}");
+        }
+    })
+    .await;
+    match result {
+        Ok(Stopped::NoContent) if human => {
+            eprintln!("sse-cli: the server answered 204 No Content: no more events");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        // `sse-cli watch | head -3`: the reader has what it wanted.
+        Err(WatchError::Output(err)) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_appended_percent_encoded() {
+        let url = Url::parse("http://h/sse?x=1").unwrap();
+        let topics = ["a b".to_string(), "ü&=+/".to_string()];
+        assert_eq!(
+            with_topics(&url, &topics).as_str(),
+            "http://h/sse?x=1&topic=a%20b&topic=%C3%BC%26%3D%2B%2F"
+        );
+        let url = Url::parse("http://h/sse").unwrap();
+        assert_eq!(
+            with_topics(&url, &topics[..1]).as_str(),
+            "http://h/sse?topic=a%20b"
+        );
+        assert_eq!(with_topics(&url, &[]).as_str(), "http://h/sse");
+    }
+
+    #[test]
+    fn content_type_is_matched_on_its_essence() {
+        for ok in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            " text/event-stream ;x=y",
+        ] {
+            assert!(is_event_stream(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in [
+            "text/html",
+            "text/event-streams",
+            "text/plain; x=text/event-stream",
+            "",
+        ] {
+            assert!(!is_event_stream(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_flag_beats_server_beats_default() {
+        let s = Duration::from_secs;
+        assert_eq!(reconnect_delay(Some(s(1)), Some(s(2))), s(1));
+        assert_eq!(reconnect_delay(None, Some(s(2))), s(2));
+        assert_eq!(reconnect_delay(None, None), DEFAULT_RETRY);
+    }
+
+    #[test]
+    fn user_headers_replace_defaults_and_last_event_id_is_sent() {
+        let accept = crate::cli::parse_header("Accept: text/event-stream, */*").unwrap();
+        let extra = crate::cli::parse_header("X-A: 1").unwrap();
+        let headers = request_headers(&[accept, extra.clone(), extra], "42");
+        assert_eq!(headers.get_all(ACCEPT).iter().count(), 1);
+        assert_eq!(headers[ACCEPT], "text/event-stream, */*");
+        assert_eq!(headers[CACHE_CONTROL], "no-cache");
+        assert_eq!(headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(headers[LAST_EVENT_ID], "42");
+        assert!(request_headers(&[], "").get(LAST_EVENT_ID).is_none());
+    }
+
+    #[test]
+    fn notices_read_well() {
+        let n = Notice::Reconnecting {
+            reason: "stream ended".into(),
+            delay: Duration::from_millis(1500),
+        };
+        assert_eq!(n.to_string(), "stream ended; reconnecting in 1s 500ms");
+        let n = Notice::Reconnected {
+            last_event_id: "7".into(),
+        };
+        assert_eq!(n.to_string(), "reconnected, resuming after id 7");
+    }
+}
