@@ -29,7 +29,7 @@ pub const DEFAULT_QUEUE: usize = 1_000;
 /// Serves a web page at `/`, the event stream at `/sse` and accepts events at
 /// `/publish`. See the README for the wire format and the endpoints.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "sse-server", version, about, long_about = None)]
+#[command(name = "sse-server", version, about, long_about = None, args_override_self = true)]
 pub struct Config {
     /// Address (IP:PORT) to listen on.
     #[arg(long, env = "SSE_ADDR", default_value = DEFAULT_ADDR)]

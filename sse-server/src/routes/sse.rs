@@ -56,7 +56,9 @@ pub async fn subscribe(
     let last_event_id = match headers.get("last-event-id") {
         Some(value) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
         None => query_last_id,
-    };
+    }
+    // EventSource sends no id until it has one; an empty one means the same.
+    .filter(|id| !id.is_empty());
     let permit = match &state.admission {
         Some(semaphore) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| {
             state.broker.hub().metrics().rejected.inc();

@@ -1,3 +1,9 @@
 //! Integration tests: the real server on a socket, driven over HTTP.
 
+mod concurrency;
+mod operations;
+mod publish;
+mod replay;
+mod slow;
+mod stream;
 mod support;

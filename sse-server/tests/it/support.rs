@@ -3,11 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::{
-    net::SocketAddr,
-    process::Stdio,
-    time::Duration,
-};
+use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use futures::StreamExt;
 use sse_cli::parse::{Event, Parser};
@@ -43,7 +39,11 @@ impl TestServer {
         let task = tokio::spawn(sse_server::run(listener, config, async move {
             let _ = stopped.await;
         }));
-        Self { addr, stop: Some(stop), task }
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -80,10 +80,16 @@ pub struct BinaryServer {
 impl BinaryServer {
     /// Starts the binary on `addr` (port 0 for any) and waits until it serves.
     pub async fn start(addr: &str, args: &[&str]) -> Self {
+        Self::start_with_env(addr, args, &[]).await
+    }
+
+    /// Like [`BinaryServer::start`], with environment variables set.
+    pub async fn start_with_env(addr: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
             .arg("--addr")
             .arg(addr)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
