@@ -5,3 +5,4 @@ mod eventsource_stream;
 mod fixtures;
 mod parser;
 mod support;
+mod watch;

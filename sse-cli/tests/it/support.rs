@@ -82,6 +82,9 @@ pub struct Reply {
     pub pause: Duration,
     /// Keep the connection open after the chunks until the client leaves.
     pub hold_open: bool,
+    /// Cut the connection after the chunks without ending the HTTP body,
+    /// as a network failure or a crashed server would.
+    pub cut: bool,
 }
 
 impl Reply {
@@ -93,6 +96,7 @@ impl Reply {
             chunks,
             pause: Duration::ZERO,
             hold_open: false,
+            cut: false,
         }
     }
 
@@ -108,6 +112,7 @@ impl Reply {
             },
             pause: Duration::ZERO,
             hold_open: false,
+            cut: false,
         }
     }
 
@@ -118,6 +123,11 @@ impl Reply {
 
     pub fn hold_open(mut self) -> Self {
         self.hold_open = true;
+        self
+    }
+
+    pub fn cut(mut self) -> Self {
+        self.cut = true;
         self
     }
 
@@ -222,7 +232,7 @@ async fn serve(
         while stream.read(&mut sink).await? > 0 {}
         return Ok(());
     }
-    if chunked {
+    if chunked && !reply.cut {
         stream.write_all(b"0\r\n\r\n").await?;
     }
     stream.flush().await?;
