@@ -510,3 +510,118 @@ impl Drop for Subscription {
         self.hub.unsubscribe(self.key, &self.topics);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn hub(history: usize, queue: usize) -> Arc<Hub> {
+        Arc::new(Hub::new(history, queue, Arc::new(Metrics::new())))
+    }
+
+    fn push(hub: &Hub, seq: u64, topic: &str) {
+        hub.push(StoredEvent {
+            id: EventId::new(1, seq),
+            topic: Arc::from(topic),
+            wire: Bytes::from(format!("id: 1-{seq}\ndata: {topic}\n\n")),
+        });
+    }
+
+    fn topics(names: &[&str]) -> Vec<Arc<str>> {
+        names.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    #[tokio::test]
+    async fn pending_events_are_batched_into_one_write() {
+        let hub = hub(100, 100);
+        let (mut sub, resume) = hub.subscribe(topics(&["a"]), None, CancellationToken::new());
+        assert_eq!(resume, Resume::Live);
+        push(&hub, 1, "a");
+        push(&hub, 2, "b");
+        push(&hub, 3, "a");
+        let batch = sub.next().await.unwrap();
+        assert_eq!(&batch[..], b"id: 1-1\ndata: a\n\nid: 1-3\ndata: a\n\n");
+        assert_eq!(hub.metrics().delivered.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_whose_owed_events_were_evicted_ends() {
+        // The queue allows 10 pending events, but other topics' events push
+        // the 3 owed ones out of a 10-event history.
+        let hub = hub(10, 10);
+        let token = CancellationToken::new();
+        let (mut sub, _) = hub.subscribe(topics(&["a"]), None, token.clone());
+        for seq in 1..=3 {
+            push(&hub, seq, "a");
+        }
+        for seq in 4..=13 {
+            push(&hub, seq, "b");
+        }
+        assert!(
+            sub.next().await.is_none(),
+            "ended instead of skipping events silently"
+        );
+        assert!(token.is_cancelled());
+        assert_eq!(hub.metrics().dropped_slow.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_cancels_the_connection_without_being_polled() {
+        let hub = hub(100, 3);
+        let token = CancellationToken::new();
+        let (_sub, _) = hub.subscribe(topics(&["a"]), None, token.clone());
+        for seq in 1..=3 {
+            push(&hub, seq, "a");
+        }
+        assert!(!token.is_cancelled());
+        push(&hub, 4, "a");
+        assert!(token.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn replay_does_not_count_against_the_queue() {
+        let hub = hub(100, 2);
+        for seq in 1..=5 {
+            push(&hub, seq, "a");
+        }
+        let token = CancellationToken::new();
+        let (mut sub, resume) =
+            hub.subscribe(topics(&["a"]), Some(EventId::new(1, 1)), token.clone());
+        assert_eq!(resume, Resume::InRing);
+        push(&hub, 6, "a");
+        assert!(!token.is_cancelled());
+        let replayed = sub.next().await.unwrap();
+        assert!(replayed.starts_with(b"id: 1-2\n") && replayed.ends_with(b"id: 1-6\ndata: a\n\n"));
+    }
+
+    #[test]
+    fn ids_are_located_in_the_ring() {
+        let hub = hub(3, 3);
+        let find = |id| {
+            hub.subscribe(
+                topics(&["a"]),
+                Some(EventId::new(1, id)),
+                CancellationToken::new(),
+            )
+            .1
+        };
+        assert_eq!(find(1), Resume::Unknown, "nothing published yet");
+        for seq in 1..=5 {
+            push(&hub, seq, "a");
+        }
+        assert_eq!(
+            find(1),
+            Resume::BeforeRing {
+                first: EventId::new(1, 3)
+            }
+        );
+        assert_eq!(find(3), Resume::InRing);
+        assert_eq!(find(5), Resume::InRing);
+        assert_eq!(find(6), Resume::Unknown);
+        // Out-of-order pushes (a Redis re-read) are ignored.
+        push(&hub, 4, "a");
+        assert_eq!(hub.last_id(), Some(EventId::new(1, 5)));
+    }
+}

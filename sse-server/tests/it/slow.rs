@@ -98,3 +98,20 @@ async fn a_stalled_subscriber_is_dropped_without_hurting_the_others() {
     assert!(closed.is_ok(), "the stalled connection was not closed");
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn a_quiet_topic_subscriber_is_not_dropped_when_other_topics_are_busy() {
+    let server = crate::support::TestServer::start(&["--history", "10", "--queue", "5"]).await;
+    let base = server.url("");
+    let mut quiet = EventReader::open(&server.url("/sse?topic=quiet"), None).await;
+    for i in 0..100 {
+        crate::support::publish(&base, "busy", "message", &i.to_string()).await;
+    }
+    crate::support::publish(&base, "quiet", "message", "still here").await;
+    assert_eq!(
+        quiet.expect(Duration::from_secs(10)).await.data,
+        "still here"
+    );
+    assert_eq!(metric(&base, "sse_clients_dropped_slow_total").await, 0);
+    server.stop().await;
+}
