@@ -7,6 +7,7 @@
 
 pub mod hub;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::{
 };
 pub use hub::{Hub, Resume, StoredEvent, Subscription};
 pub use memory::MemoryBroker;
+pub use redis::RedisBroker;
 
 /// Why the broker could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,8 @@ pub enum BrokerError {
 pub enum Broker {
     /// History in this process.
     Memory(MemoryBroker),
+    /// History in a Redis stream shared by several server instances.
+    Redis(RedisBroker),
 }
 
 impl Broker {
@@ -48,8 +52,15 @@ impl Broker {
                 config.queue,
                 metrics,
             ))),
-            BrokerUrl::Redis(_) => Err(BrokerError::Unavailable(
-                "the Redis broker is not built into this version".to_owned(),
+            BrokerUrl::Redis(url) => Ok(Self::Redis(
+                RedisBroker::start(
+                    url,
+                    &config.redis_prefix,
+                    config.history,
+                    config.queue,
+                    metrics,
+                )
+                .await?,
             )),
         }
     }
@@ -58,6 +69,7 @@ impl Broker {
     pub fn hub(&self) -> &Arc<Hub> {
         match self {
             Self::Memory(broker) => broker.hub(),
+            Self::Redis(broker) => broker.hub(),
         }
     }
 
@@ -73,6 +85,7 @@ impl Broker {
     ) -> Result<EventId, BrokerError> {
         match self {
             Self::Memory(broker) => Ok(broker.publish(topic, event, data)),
+            Self::Redis(broker) => broker.publish(topic, event, data).await,
         }
     }
 
@@ -88,6 +101,7 @@ impl Broker {
     ) -> Result<Subscription, BrokerError> {
         match self {
             Self::Memory(broker) => Ok(broker.subscribe(topics, last_event_id, connection)),
+            Self::Redis(broker) => Ok(broker.subscribe(topics, last_event_id, connection).await),
         }
     }
 
@@ -95,11 +109,15 @@ impl Broker {
     pub fn is_up(&self) -> bool {
         match self {
             Self::Memory(_) => true,
+            Self::Redis(broker) => broker.is_up(),
         }
     }
 
     /// Ends every subscription and stops background work.
     pub async fn shutdown(&self) {
+        if let Self::Redis(broker) = self {
+            broker.shutdown().await;
+        }
         self.hub().close();
     }
 }

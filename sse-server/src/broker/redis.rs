@@ -1,0 +1,762 @@
+//! The Redis broker: one Redis stream is the event log shared by every
+//! server instance that names the same Redis and key prefix.
+//!
+//! - Publishing is `XADD {prefix}:events MAXLEN ~ {history} * topic T event E
+//!   data D`; the entry id Redis assigns is the event id, so an id handed out
+//!   by any instance means the same position on every other one.
+//! - Each instance runs one reader task on its own connection: a blocking
+//!   `XREAD` from the last entry it saw, pushing every entry into the local
+//!   [`Hub`]. Fan-out is then the memory broker's code path, and publishing
+//!   never waits on subscribers.
+//! - A resume whose id the local ring covers is served from the ring. Older
+//!   ones are filled from the stream with `XRANGE` and then continue in the
+//!   ring, with no gap and no duplicate. Ids the stream no longer covers (or
+//!   never handed out) get the too-old notice first.
+//! - While Redis is unreachable, publishes fail (the route answers 503),
+//!   `/healthz` reports the broker down, subscribers stay connected, and the
+//!   reader reconnects with backoff and continues from the last entry it
+//!   saw, so nothing published meanwhile on other instances is skipped.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    streams::{StreamId, StreamRangeReply, StreamReadReply},
+    AsyncConnectionConfig, Client, ErrorKind, RedisError, ServerErrorKind, Value,
+};
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use super::{hub::Hub, too_old_notice, BrokerError, Resume, StoredEvent, Subscription};
+use crate::{
+    config::redact_url,
+    metrics::Metrics,
+    wire::{self, EventId},
+};
+
+/// How long the reader's `XREAD` blocks waiting for new entries. Short
+/// enough that a broker marked down by a failed publish is probed and
+/// marked up again within a couple of seconds; long enough that an idle
+/// instance costs Redis one round trip every two seconds.
+const READ_BLOCK: Duration = Duration::from_secs(2);
+/// Extra time, beyond [`READ_BLOCK`], that a blocking read may take before
+/// the connection is considered dead. Redis answers an expired `BLOCK`
+/// immediately, so silence this long means the network dropped the
+/// connection without closing it.
+const READ_GRACE: Duration = Duration::from_secs(5);
+/// Entries the reader takes per `XREAD`: large enough that a burst is
+/// drained in a few round trips, small enough to bound one reply's memory.
+const READ_BATCH: usize = 1_000;
+/// Entries per `XRANGE` page when filling a replay from the stream.
+const REPLAY_PAGE: usize = 1_000;
+/// Replayed events are joined into writes of about this size (the hub's
+/// batch size), so a long replay is a few large writes, not thousands.
+const REPLAY_CHUNK_BYTES: usize = 64 * 1024;
+/// How long a publish may wait for Redis before answering 503. A healthy
+/// Redis answers in well under a millisecond; this only bounds the wait
+/// while the connection is being re-established.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one connection attempt may take: loopback and LAN Redis
+/// servers connect in milliseconds, and an unreachable host should be
+/// reported (and retried) quickly rather than hang a reconnect loop.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of the queries a subscribe makes (`XINFO`, `XRANGE`): a replay
+/// of a full history is a few MB, which Redis sends in well under this.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a resuming subscriber waits for this instance's reader to
+/// reach the id it resumes from (an id handed out by an instance that is
+/// ahead). The reader is normally milliseconds behind the stream.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// First delay before reconnecting after Redis became unreachable.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between reconnection attempts: an outage of any length
+/// is noticed to be over within this.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Retries the publish connection makes on its own before a publish fails;
+/// the reader keeps retrying for as long as the outage lasts, so the
+/// publisher need not.
+const PUBLISH_RECONNECT_RETRIES: usize = 2;
+
+/// The stream's state, as `XINFO STREAM` reports it.
+#[derive(Debug, Clone, Copy)]
+struct StreamInfo {
+    /// The newest id the stream ever handed out (`0-0` when none).
+    last_generated: EventId,
+    /// The newest id deleted by trimming: everything newer is retained.
+    max_deleted: EventId,
+    /// The oldest entry still in the stream.
+    first: Option<EventId>,
+}
+
+/// What the broker and its reader task share.
+#[derive(Debug)]
+struct State {
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    up: AtomicBool,
+    /// Where the URL is shown (logs), with any password replaced.
+    redacted_url: String,
+}
+
+impl State {
+    fn set_up(&self, up: bool, cause: Option<&dyn std::fmt::Display>) {
+        if self.up.swap(up, Ordering::AcqRel) != up {
+            self.metrics.broker_up.set(i64::from(up));
+            match (up, cause) {
+                (true, _) => tracing::info!(redis = %self.redacted_url, "Redis is reachable again"),
+                (false, Some(cause)) => {
+                    tracing::warn!(redis = %self.redacted_url, cause = %cause, "Redis is unreachable");
+                }
+                (false, None) => tracing::warn!(redis = %self.redacted_url, "Redis is unreachable"),
+            }
+        }
+    }
+}
+
+/// An event log in a Redis stream, shared by every instance using the same
+/// Redis and prefix.
+pub struct RedisBroker {
+    state: Arc<State>,
+    publisher: ConnectionManager,
+    key: String,
+    history: usize,
+    /// The stream's last id when this instance started: the reader pushes
+    /// everything after it into the hub.
+    start_id: EventId,
+    /// The id of the last entry the reader pushed into the hub.
+    position: watch::Receiver<EventId>,
+    stop: CancellationToken,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("redis", &self.state.redacted_url)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl RedisBroker {
+    /// Connects to the Redis at `url` and starts the reader task.
+    ///
+    /// Events live in the stream `{prefix}:events`, trimmed to about
+    /// `history` entries; the local ring holds `history` events and each
+    /// subscriber may have `queue` pending.
+    ///
+    /// # Errors
+    /// When the URL is invalid or Redis cannot be reached now: a server
+    /// that cannot reach its broker at start is misconfigured, and says so
+    /// at once rather than serving nothing.
+    pub async fn start(
+        url: &str,
+        prefix: &str,
+        history: usize,
+        queue: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BrokerError> {
+        let redacted_url = redact_url(url);
+        let client = Client::open(url).map_err(|err| {
+            BrokerError::Unavailable(format!("invalid Redis URL {redacted_url}: {err}"))
+        })?;
+        let unreachable = |err: &dyn std::fmt::Display| {
+            BrokerError::Unavailable(format!("cannot reach Redis at {redacted_url}: {err}"))
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(QUERY_TIMEOUT))
+            .set_number_of_retries(PUBLISH_RECONNECT_RETRIES)
+            .set_min_delay(RECONNECT_MIN)
+            .set_max_delay(RECONNECT_MAX);
+        let mut publisher = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| unreachable(&"no answer"))?
+        .map_err(|err| unreachable(&err))?;
+        let key = format!("{prefix}:events");
+        let info = stream_info(&mut publisher, &key)
+            .await
+            .map_err(|err| unreachable(&err))?;
+        let start_id = info.last_generated;
+        let hub = Arc::new(Hub::new(history, queue, Arc::clone(&metrics)));
+        metrics.broker_up.set(1);
+        let state = Arc::new(State {
+            hub,
+            metrics,
+            up: AtomicBool::new(true),
+            redacted_url,
+        });
+        let (position_tx, position) = watch::channel(start_id);
+        let stop = CancellationToken::new();
+        let reader = Reader {
+            client,
+            key: key.clone(),
+            state: Arc::clone(&state),
+            publisher: publisher.clone(),
+            position: position_tx,
+            stop: stop.clone(),
+        };
+        let reader = tokio::spawn(reader.run(start_id));
+        tracing::info!(redis = %state.redacted_url, %key, start = %start_id, "Redis broker started");
+        Ok(Self {
+            state,
+            publisher,
+            key,
+            history,
+            start_id,
+            position,
+            stop,
+            reader: Mutex::new(Some(reader)),
+        })
+    }
+
+    /// The fan-out hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.state.hub
+    }
+
+    /// Whether Redis is reachable, as last seen.
+    pub fn is_up(&self) -> bool {
+        self.state.up.load(Ordering::Acquire)
+    }
+
+    /// Appends an event to the stream; returns its id once Redis has it.
+    /// Subscribers (here and on every other instance) get it from their
+    /// instance's reader.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when Redis did not accept the event
+    /// within [`PUBLISH_TIMEOUT`]; the event was then not acknowledged.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<EventId, BrokerError> {
+        let mut command = redis::cmd("XADD");
+        command
+            .arg(&self.key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.history)
+            .arg("*")
+            .arg("topic")
+            .arg(topic)
+            .arg("event")
+            .arg(event)
+            .arg("data")
+            .arg(data);
+        let mut connection = self.publisher.clone();
+        let reply = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            command.query_async::<String>(&mut connection),
+        )
+        .await;
+        match reply {
+            Ok(Ok(id)) => id.parse::<EventId>().map_err(|_| {
+                BrokerError::Unavailable(format!(
+                    "Redis answered XADD with an unexpected id {id:?}"
+                ))
+            }),
+            Ok(Err(err)) => {
+                if is_outage(&err) {
+                    self.state.set_up(false, Some(&err));
+                }
+                Err(BrokerError::Unavailable(format!(
+                    "Redis did not take the event: {err}"
+                )))
+            }
+            Err(_) => {
+                self.state.set_up(false, Some(&"publish timed out"));
+                Err(BrokerError::Unavailable(format!(
+                    "Redis did not answer within {PUBLISH_TIMEOUT:?}"
+                )))
+            }
+        }
+    }
+
+    /// Subscribes, replaying everything newer than `last_event_id` first.
+    ///
+    /// Never fails: when Redis cannot be asked about an id the ring does not
+    /// cover, the client is sent the too-old notice and everything the ring
+    /// holds (told, not silently given a hole).
+    pub async fn subscribe(
+        &self,
+        topics: Vec<Arc<str>>,
+        last_event_id: Option<&str>,
+        connection: CancellationToken,
+    ) -> Subscription {
+        let hub = self.hub();
+        let Some(requested) = last_event_id else {
+            return hub.subscribe(topics, None, connection).0;
+        };
+        let parsed = requested.parse::<EventId>().ok();
+        if let Some(id) = parsed {
+            // The ring holds every entry after `id` (it is contiguous with
+            // the stream from this instance's start): no need to ask Redis.
+            let (subscription, resume) =
+                hub.subscribe(topics.clone(), Some(id), connection.clone());
+            if resume == Resume::InRing {
+                return subscription;
+            }
+        }
+        match self
+            .resume_from_stream(&topics, requested, parsed, &connection)
+            .await
+        {
+            Ok(subscription) => subscription,
+            Err(cause) => {
+                tracing::warn!(%cause, "cannot read the replay from Redis; replaying the local history with a too-old notice");
+                self.degraded(topics, requested, connection)
+            }
+        }
+    }
+
+    /// A resume the ring alone cannot serve: decides with the stream's state
+    /// whether the id is too old or unknown, fills the gap before the ring
+    /// with `XRANGE`, and continues in the ring.
+    async fn resume_from_stream(
+        &self,
+        topics: &[Arc<str>],
+        requested: &str,
+        parsed: Option<EventId>,
+        connection: &CancellationToken,
+    ) -> Result<Subscription, String> {
+        let mut publisher = self.publisher.clone();
+        let info = tokio::time::timeout(QUERY_TIMEOUT, stream_info(&mut publisher, &self.key))
+            .await
+            .map_err(|_| "XINFO timed out".to_owned())?
+            .map_err(|err| err.to_string())?;
+        let (after, notice) = match parsed {
+            Some(id) if id >= info.max_deleted && id <= info.last_generated => (id, None),
+            // Unparsable, trimmed away, or never handed out by this stream:
+            // replay everything retained, after telling the client.
+            _ => (
+                info.max_deleted,
+                Some(too_old_notice(info.max_deleted, requested, info.first)),
+            ),
+        };
+        // Everything up to `after` must have reached the ring first, or the
+        // reader would deliver entries the client already has.
+        let mut position = self.position.clone();
+        tokio::time::timeout(CATCH_UP_TIMEOUT, position.wait_for(|seen| *seen >= after))
+            .await
+            .map_err(|_| "this instance's reader is behind the stream".to_owned())?
+            .map_err(|_| "the reader has stopped".to_owned())?;
+        let (mut subscription, resume) =
+            self.hub()
+                .subscribe(topics.to_vec(), Some(after), connection.clone());
+        let fill = match resume {
+            Resume::Live | Resume::InRing => None,
+            // The ring continues at `first`: fetch what lies between.
+            Resume::BeforeRing { first } => Some(Bound::Before(first)),
+            // Nothing reached the ring yet (the reader is at `after` or
+            // later, so the ring was empty): everything up to where the
+            // reader started comes from the stream, the rest from the ring.
+            Resume::Unknown => (after < self.start_id).then_some(Bound::Through(self.start_id)),
+        };
+        let replay = match fill {
+            Some(bound) => tokio::time::timeout(QUERY_TIMEOUT, self.range(after, bound, topics))
+                .await
+                .map_err(|_| "XRANGE timed out".to_owned())?
+                .map_err(|err| err.to_string())?,
+            None => Vec::new(),
+        };
+        if let Some(notice) = notice {
+            subscription.prepend(notice);
+        }
+        for chunk in chunks(replay) {
+            subscription.prepend(chunk);
+        }
+        Ok(subscription)
+    }
+
+    /// Events on `topics` after `after` up to `bound`, oldest first, read
+    /// from the stream page by page.
+    async fn range(
+        &self,
+        after: EventId,
+        bound: Bound,
+        topics: &[Arc<str>],
+    ) -> Result<Vec<StoredEvent>, RedisError> {
+        let end = match bound {
+            Bound::Before(id) => format!("({id}"),
+            Bound::Through(id) => id.to_string(),
+        };
+        let mut publisher = self.publisher.clone();
+        let mut events = Vec::new();
+        let mut from = after;
+        loop {
+            let page: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.key)
+                .arg(format!("({from}"))
+                .arg(&end)
+                .arg("COUNT")
+                .arg(REPLAY_PAGE)
+                .query_async(&mut publisher)
+                .await?;
+            let full = page.ids.len() >= REPLAY_PAGE;
+            for entry in &page.ids {
+                let Some(event) = stored(entry) else { continue };
+                from = event.id;
+                if topics.contains(&event.topic) {
+                    events.push(event);
+                }
+            }
+            if !full {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// The too-old notice and the ring's whole history, for when Redis
+    /// cannot be asked.
+    fn degraded(
+        &self,
+        topics: Vec<Arc<str>>,
+        requested: &str,
+        connection: CancellationToken,
+    ) -> Subscription {
+        let (mut subscription, resume) =
+            self.hub()
+                .subscribe(topics, Some(EventId::new(0, 0)), connection);
+        let (resume_id, oldest) = match resume {
+            Resume::BeforeRing { first } => (predecessor(first), Some(first)),
+            _ => (self.start_id, None),
+        };
+        subscription.prepend(too_old_notice(resume_id, requested, oldest));
+        subscription
+    }
+
+    /// Stops the reader task. Idempotent.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reader) = reader {
+            if let Err(err) = reader.await {
+                tracing::warn!(cause = %err, "the Redis reader task failed");
+            }
+        }
+    }
+}
+
+/// Where a replay read from the stream ends.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// Just before this id (where the ring continues).
+    Before(EventId),
+    /// At this id, included.
+    Through(EventId),
+}
+
+/// The reader task: moves every new stream entry into the hub.
+struct Reader {
+    client: Client,
+    key: String,
+    state: Arc<State>,
+    publisher: ConnectionManager,
+    position: watch::Sender<EventId>,
+    stop: CancellationToken,
+}
+
+impl Reader {
+    /// Reads from after `position` until stopped, reconnecting with backoff
+    /// whenever the connection fails.
+    async fn run(self, mut position: EventId) {
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            let connected = tokio::select! {
+                () = self.stop.cancelled() => return,
+                connected = self.connect() => connected,
+            };
+            match connected {
+                Ok(mut connection) => {
+                    if self
+                        .stop
+                        .run_until_cancelled(self.follow(
+                            &mut connection,
+                            &mut position,
+                            &mut backoff,
+                        ))
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                }
+                Err(err) => self.state.set_up(false, Some(&err)),
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    /// A connection of its own, with no response timeout: `XREAD BLOCK`
+    /// holds its reply back on purpose, and redis-rs would otherwise give up
+    /// on it after 500 ms.
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// Reads entries until the connection fails.
+    async fn follow(
+        &self,
+        connection: &mut MultiplexedConnection,
+        position: &mut EventId,
+        backoff: &mut Duration,
+    ) {
+        loop {
+            if !self.state.up.load(Ordering::Acquire) {
+                // The reader's connection works; publishes need the other one.
+                if self.probe_publisher().await {
+                    self.state.set_up(true, None);
+                    *backoff = RECONNECT_MIN;
+                }
+            }
+            let mut command = redis::cmd("XREAD");
+            command
+                .arg("COUNT")
+                .arg(READ_BATCH)
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&self.key)
+                .arg(position.to_string());
+            let reply = tokio::time::timeout(
+                READ_BLOCK + READ_GRACE,
+                command.query_async::<Option<StreamReadReply>>(connection),
+            )
+            .await;
+            let reply = match reply {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(err)) => {
+                    self.state.set_up(false, Some(&err));
+                    return;
+                }
+                Err(_) => {
+                    self.state.set_up(false, Some(&"XREAD got no answer"));
+                    return;
+                }
+            };
+            let entries = reply
+                .into_iter()
+                .flat_map(|reply| reply.keys)
+                .flat_map(|key| key.ids);
+            let mut moved = false;
+            for entry in entries {
+                let Ok(id) = entry.id.parse::<EventId>() else {
+                    tracing::warn!(id = %entry.id, "skipping a stream entry with an unexpected id");
+                    continue;
+                };
+                *position = id;
+                moved = true;
+                if let Some(event) = stored(&entry) {
+                    self.state.hub.push(event);
+                }
+            }
+            if moved {
+                self.position.send_replace(*position);
+            }
+        }
+    }
+
+    /// Whether the publish connection works (a command that fails while
+    /// Redis is still loading its data, unlike `PING`).
+    async fn probe_publisher(&self) -> bool {
+        let mut publisher = self.publisher.clone();
+        let mut command = redis::cmd("EXISTS");
+        command.arg(&self.key);
+        let probe = command.query_async::<i64>(&mut publisher);
+        matches!(
+            tokio::time::timeout(PUBLISH_TIMEOUT, probe).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Whether `err` means Redis cannot be used now (rather than refusing one
+/// command).
+fn is_outage(err: &RedisError) -> bool {
+    match err.kind() {
+        ErrorKind::Server(kind) => matches!(
+            kind,
+            ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+        ),
+        _ => true,
+    }
+}
+
+/// Reads `XINFO STREAM`; a stream that does not exist yet is empty.
+async fn stream_info(
+    connection: &mut ConnectionManager,
+    key: &str,
+) -> Result<StreamInfo, RedisError> {
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(connection)
+        .await?;
+    let empty = StreamInfo {
+        last_generated: EventId::new(0, 0),
+        max_deleted: EventId::new(0, 0),
+        first: None,
+    };
+    if exists == 0 {
+        return Ok(empty);
+    }
+    let mut info: HashMap<String, Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(connection)
+        .await?;
+    let id_field = |info: &mut HashMap<String, Value>, name: &str| {
+        info.remove(name)
+            .and_then(|value| redis::from_redis_value::<String>(value).ok())
+            .and_then(|text| text.parse::<EventId>().ok())
+    };
+    let last_generated = id_field(&mut info, "last-generated-id").unwrap_or(empty.last_generated);
+    let first = match info.remove("first-entry") {
+        Some(Value::Array(mut parts)) if !parts.is_empty() => {
+            redis::from_redis_value::<String>(parts.swap_remove(0))
+                .ok()
+                .and_then(|id| id.parse().ok())
+        }
+        _ => None,
+    };
+    // Redis 7 reports exactly what trimming removed; before that, assume
+    // everything older than the first entry was removed.
+    let max_deleted = id_field(&mut info, "max-deleted-entry-id").unwrap_or_else(|| match first {
+        Some(first) => predecessor(first),
+        None => last_generated,
+    });
+    Ok(StreamInfo {
+        last_generated,
+        max_deleted,
+        first,
+    })
+}
+
+/// The event a stream entry holds, encoded; `None` (with a warning) for an
+/// entry this server did not write and cannot send.
+fn stored(entry: &StreamId) -> Option<StoredEvent> {
+    let id = entry.id.parse::<EventId>().ok()?;
+    let field = |name: &str| match entry.map.get(name) {
+        Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Some(Value::SimpleString(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let (Some(topic), Some(event), Some(data)) = (field("topic"), field("event"), field("data"))
+    else {
+        tracing::warn!(%id, "skipping a stream entry without topic, event and data fields");
+        return None;
+    };
+    if wire::check_name("topic", &topic).is_err() || wire::check_name("event", &event).is_err() {
+        tracing::warn!(%id, "skipping a stream entry with an invalid topic or event name");
+        return None;
+    }
+    Some(StoredEvent {
+        id,
+        topic: Arc::from(topic),
+        wire: wire::encode_event(&id.to_string(), &event, &data),
+    })
+}
+
+/// The greatest id smaller than `id` (`0-0` stays `0-0`).
+fn predecessor(id: EventId) -> EventId {
+    match (id.ms, id.seq) {
+        (ms, 0) if ms > 0 => EventId::new(ms - 1, u64::MAX),
+        (ms, seq) => EventId::new(ms, seq.saturating_sub(1)),
+    }
+}
+
+/// Joins events' bytes into writes of about [`REPLAY_CHUNK_BYTES`].
+fn chunks(events: Vec<StoredEvent>) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut buf = BytesMut::new();
+    for event in events {
+        if !buf.is_empty() && buf.len() + event.wire.len() > REPLAY_CHUNK_BYTES {
+            out.push(buf.split().freeze());
+        }
+        buf.extend_from_slice(&event.wire);
+    }
+    if !buf.is_empty() {
+        out.push(buf.freeze());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predecessor_is_the_greatest_smaller_id() {
+        assert_eq!(predecessor(EventId::new(5, 3)), EventId::new(5, 2));
+        assert_eq!(predecessor(EventId::new(5, 0)), EventId::new(4, u64::MAX));
+        assert_eq!(predecessor(EventId::new(0, 0)), EventId::new(0, 0));
+        assert!(predecessor(EventId::new(5, 0)) < EventId::new(5, 0));
+    }
+
+    #[test]
+    fn entries_become_encoded_events_or_are_skipped() {
+        let entry = |fields: &[(&str, &str)]| StreamId {
+            id: "7-1".to_owned(),
+            map: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect(),
+            ..StreamId::default()
+        };
+        let event = stored(&entry(&[
+            ("topic", "news"),
+            ("event", "tick"),
+            ("data", "a\nb"),
+        ]))
+        .unwrap();
+        assert_eq!(event.id, EventId::new(7, 1));
+        assert_eq!(&*event.topic, "news");
+        assert_eq!(
+            &event.wire[..],
+            b"id: 7-1\nevent: tick\ndata: a\ndata: b\n\n"
+        );
+        assert!(stored(&entry(&[("topic", "news"), ("data", "x")])).is_none());
+        assert!(stored(&entry(&[("topic", "a\nb"), ("event", "e"), ("data", "x")])).is_none());
+    }
+
+    #[test]
+    fn replays_are_joined_into_bounded_writes() {
+        let event = |n: usize| StoredEvent {
+            id: EventId::new(1, n as u64),
+            topic: Arc::from("t"),
+            wire: Bytes::from(vec![b'x'; 40 * 1024]),
+        };
+        let out = chunks((0..3).map(event).collect());
+        assert_eq!(out.len(), 3);
+        assert!(chunks(Vec::new()).is_empty());
+        let small: Vec<_> = (0..10)
+            .map(|n| StoredEvent {
+                wire: Bytes::from_static(b"id: 1\n\n"),
+                ..event(n)
+            })
+            .collect();
+        assert_eq!(chunks(small), vec![Bytes::from("id: 1\n\n".repeat(10))]);
+    }
+}
