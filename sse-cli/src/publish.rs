@@ -23,6 +23,13 @@ use crate::{cli::PublishArgs, http};
 /// covers a heavily loaded server while not hanging forever on a stuck one.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Idle pooled connections are dropped after this long. Many servers close
+/// idle keep-alive connections after 5 s; a publish sent on a connection
+/// the server is closing at that moment fails without an answer, which in
+/// stdin mode (`tail -f`, with pauses between lines) would be common. 4 s
+/// keeps the connection for bursts of lines and lets it go before then.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// The body of `POST /publish`; absent topic and event take the server's
 /// defaults.
 #[derive(Debug, Serialize)]
@@ -83,6 +90,7 @@ impl Publisher {
     pub fn new(args: &PublishArgs) -> Result<Self, PublishError> {
         let client = http::client_builder()
             .timeout(PUBLISH_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(PublishError::Client)?;
         Ok(Self {

@@ -1,8 +1,11 @@
 //! The one integration-test binary of `sse-cli` (one binary links faster
 //! than one per file).
 
+mod e2e;
 mod eventsource_stream;
 mod fixtures;
 mod parser;
+mod publish;
 mod support;
+mod terminal;
 mod watch;

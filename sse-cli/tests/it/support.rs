@@ -199,7 +199,8 @@ async fn serve(
     let request = read_request(&mut stream).await?;
     seen.lock().expect("lock").push(request.clone());
     let reply = handler(index, &request);
-    let mut head = format!("HTTP/1.1 {} Test\r\n", reply.status);
+    // One request per connection, so say so: a client must not reuse it.
+    let mut head = format!("HTTP/1.1 {} Test\r\nConnection: close\r\n", reply.status);
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
