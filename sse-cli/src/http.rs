@@ -64,7 +64,8 @@ pub async fn describe_status(response: Response) -> String {
     let mut text = status.to_string();
     if let Some(message) = error_message(response).await {
         text.push_str(": ");
-        text.push_str(&message);
+        // The server's words go to the user's terminal: no escape sequences.
+        text.push_str(&crate::output::escaped(&message));
     }
     text
 }

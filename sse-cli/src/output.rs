@@ -170,6 +170,14 @@ pub fn error_line(message: &str, color: bool) -> String {
     line
 }
 
+/// `text` with control and bidirectional formatting characters escaped,
+/// for showing text from the network (a server's error message) on stderr.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    escape_into(&mut out, text, false);
+    out
+}
+
 /// Appends what `body` writes, wrapped in `code` and a reset when `color`.
 fn paint(line: &mut String, color: bool, code: &str, body: impl FnOnce(&mut String)) {
     if color {

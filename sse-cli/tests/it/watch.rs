@@ -131,7 +131,11 @@ async fn connection_refused_is_one_clear_error() {
 #[tokio::test]
 async fn not_found_is_an_error_with_the_servers_message() {
     let server = TestServer::start(|_, _| {
-        Reply::status(404, "application/json", r#"{"error": "no such stream"}"#)
+        Reply::status(
+            404,
+            "application/json",
+            r#"{"error": "no such stream\u001b[2J"}"#,
+        )
     })
     .await;
     let run = run_cli(&["watch", &server.url("/nope")]).await;
@@ -139,8 +143,9 @@ async fn not_found_is_an_error_with_the_servers_message() {
     assert_eq!(run.stdout, "");
     assert_eq!(run.stderr.lines().count(), 1, "{:?}", run.stderr);
     assert!(
-        run.stderr.contains("404 Not Found: no such stream"),
-        "{:?}",
+        run.stderr
+            .contains("404 Not Found: no such stream\\u{1b}[2J"),
+        "escaped: {:?}",
         run.stderr
     );
     assert_eq!(server.requests().len(), 1, "a 404 is not retried");
