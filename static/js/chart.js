@@ -109,6 +109,8 @@ export class StatsChart {
     return {
       ...this.#size(),
       cursor: { drag: { x: false, y: false } },
+      // Values appear in the legend only while hovering; otherwise it names the lines.
+      legend: { live: false },
       scales: { x: { time: true }, rate: { range: fromZero }, clients: { range: fromZero } },
       series: [
         {},
