@@ -90,8 +90,10 @@ const PUBLISH_RECONNECT_RETRIES: usize = 2;
 struct StreamInfo {
     /// The newest id the stream ever handed out (`0-0` when none).
     last_generated: EventId,
-    /// The newest id deleted by trimming: everything newer is retained.
-    max_deleted: EventId,
+    /// The oldest position a resume may start from: every entry newer
+    /// than it is still in the stream. Ids below it were trimmed away or
+    /// never handed out by this stream.
+    floor: EventId,
     /// The oldest entry still in the stream.
     first: Option<EventId>,
 }
@@ -339,12 +341,12 @@ impl RedisBroker {
             .map_err(|_| "XINFO timed out".to_owned())?
             .map_err(|err| err.to_string())?;
         let (after, notice) = match parsed {
-            Some(id) if id >= info.max_deleted && id <= info.last_generated => (id, None),
+            Some(id) if id >= info.floor && id <= info.last_generated => (id, None),
             // Unparsable, trimmed away, or never handed out by this stream:
             // replay everything retained, after telling the client.
             _ => (
-                info.max_deleted,
-                Some(too_old_notice(info.max_deleted, requested, info.first)),
+                info.floor,
+                Some(too_old_notice(info.floor, requested, info.first)),
             ),
         };
         // Everything up to `after` must have reached the ring first, or the
@@ -616,7 +618,7 @@ async fn stream_info(
         .await?;
     let empty = StreamInfo {
         last_generated: EventId::new(0, 0),
-        max_deleted: EventId::new(0, 0),
+        floor: EventId::new(0, 0),
         first: None,
     };
     if exists == 0 {
@@ -641,15 +643,16 @@ async fn stream_info(
         }
         _ => None,
     };
-    // Redis 7 reports exactly what trimming removed; before that, assume
-    // everything older than the first entry was removed.
-    let max_deleted = id_field(&mut info, "max-deleted-entry-id").unwrap_or_else(|| match first {
-        Some(first) => predecessor(first),
-        None => last_generated,
-    });
+    // An id below the first entry was trimmed away (or never existed): the
+    // stream cannot tell which trimmed id was the last, so only the first
+    // entry's predecessor (the resume point a notice hands out) is
+    // accepted. An empty stream accepts only its last id. Redis 7 also
+    // reports entries deleted with XDEL from the middle.
+    let below_first = first.map_or(last_generated, predecessor);
+    let deleted = id_field(&mut info, "max-deleted-entry-id").unwrap_or(empty.floor);
     Ok(StreamInfo {
         last_generated,
-        max_deleted,
+        floor: below_first.max(deleted),
         first,
     })
 }
