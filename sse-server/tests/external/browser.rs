@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fantoccini::{wd::Capabilities, Client, ClientBuilder, Locator};
+use fantoccini::{key::Key, wd::Capabilities, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use serde_json::json;
@@ -169,6 +169,23 @@ async fn form_publishes_and_shows_the_id_or_the_error() {
         (row.topic.as_str(), row.kind.as_str(), row.data.as_str()),
         ("default", "greeting", "hello from the form")
     );
+
+    // From the keyboard alone: Ctrl+Enter in the data field sends.
+    browser.fill("#pub-data", "sent with the keyboard").await;
+    let field = browser
+        .client
+        .find(Locator::Id("pub-data"))
+        .await
+        .expect("data field");
+    field
+        .send_keys(&format!("{}{}{}", Key::Control, Key::Enter, Key::Null))
+        .await
+        .expect("Ctrl+Enter");
+    browser
+        .wait_for_row("the event sent with Ctrl+Enter", |row| {
+            row.data == "sent with the keyboard"
+        })
+        .await;
 
     browser.close().await;
     server.stop().await;
@@ -599,9 +616,13 @@ impl Browser {
                 return value;
             }
             if Instant::now() > deadline {
-                let state = self.text("#state").await;
+                let state = self.text("#state-text").await;
+                let last_id = self.text("#last-id").await;
                 let rows = self.rows().await;
-                panic!("waited {PATIENCE:?} for {what}; state {state:?}, rows {rows:#?}");
+                panic!(
+                    "waited {PATIENCE:?} for {what}; state {state:?}, last id {last_id:?}, \
+                     rows {rows:#?}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
