@@ -8,3 +8,4 @@ mod support;
 
 mod browser;
 mod redis;
+mod nginx;
