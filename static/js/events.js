@@ -54,6 +54,7 @@ export class EventList {
   clear() {
     this.#list.replaceChildren();
     this.#held = [];
+    this.#pausedNote.textContent = 'Paused: new events are held.';
     this.#empty.hidden = false;
   }
 

@@ -79,6 +79,9 @@ export class Subscriptions {
     const source = new EventSource(`sse?${params}`);
     stream.source = source;
     stream.handler = (event) => {
+      // A listener for a user type named "open" or "error" also hears the
+      // EventSource's own open/error events, which are not MessageEvents.
+      if (!(event instanceof MessageEvent)) return;
       if (event.lastEventId) {
         stream.lastId = event.lastEventId;
         this.#lastEventId = event.lastEventId;
@@ -95,7 +98,9 @@ export class Subscriptions {
       stream.state = 'live';
       this.#report();
     };
-    source.onerror = () => {
+    source.onerror = (event) => {
+      // An event the server named "error" is data, not a connection error.
+      if (event instanceof MessageEvent) return;
       if (source.readyState === EventSource.CLOSED) {
         // The browser gave up for good (an HTTP error such as 503 when the
         // server is full, or a wrong content type): try again ourselves.

@@ -187,6 +187,21 @@ async fn form_publishes_and_shows_the_id_or_the_error() {
         })
         .await;
 
+    // An event type named like the EventSource's own `error` event is
+    // shown as an event, and does not count as a connection error.
+    browser.fill("#pub-event", "error").await;
+    browser.fill("#pub-data", "an event named error").await;
+    browser.click("#publish-form button[type=submit]").await;
+    let row = browser
+        .wait_for_row("the event named error", |row| row.kind == "error")
+        .await;
+    assert_eq!(row.data, "an event named error");
+    assert_eq!(
+        browser.text("#state-text").await,
+        "live",
+        "an event named error is not a connection error"
+    );
+
     browser.close().await;
     server.stop().await;
 }
