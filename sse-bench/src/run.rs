@@ -219,13 +219,28 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
     // still reports what happened).
     progress.start_run(cli.duration);
     let sent = Arc::new(AtomicU64::new(0));
-    let mut publishing = tokio::spawn(publisher::run(spec, sent.clone()));
+    // The publisher gets its own thread and runtime so that its sends are
+    // not queued behind thousands of busy client tasks: on a loaded box the
+    // schedule would slip and the bench would measure itself.
+    let (done_tx, mut publishing) = tokio::sync::oneshot::channel();
+    let publisher_sent = sent.clone();
+    std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(publisher::run(spec, publisher_sent)));
+            let _ = done_tx.send(result);
+        })
+        .context("starting the publisher thread")?;
     let run_start = Instant::now();
     let mut last = (Instant::now(), 0u64);
     let mut rate = 0.0;
     let stats = loop {
         tokio::select! {
-            r = &mut publishing => break r.context("publisher task failed")??,
+            r = &mut publishing => break r.context("publisher thread ended early")??,
             _ = tokio::time::sleep(PROGRESS_TICK) => {
                 group.refresh();
                 let events = counters.events.load(Ordering::Relaxed);

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--compare] [--runs N] [--peers LIST] [sse-bench args]`
+//! `cargo xtask bench [--compare] [--runs N] [--peers LIST] [--no-build] [sse-bench args]`
 //!
 //! Builds `sse-server` and `sse-bench` in release, starts our server on a
 //! free loopback port (`--tick 0`, so only the bench's events flow), runs
@@ -9,7 +9,9 @@
 //! `sse-bench --grip-origin`) and our server, each a fresh private instance
 //! per run with the configurations in `bench/peers/`, and prints one table
 //! side by side (medians and spread when `--runs` > 1). Reports, logs and
-//! the table are kept under `target/bench/<timestamp>/`.
+//! the table are kept under `target/bench/<timestamp>/`. `--no-build` reuses
+//! the release binaries already built (a long measurement series then runs
+//! one build throughout, even while the work tree changes).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -71,6 +73,7 @@ const PER_TARGET_FLAGS: &[&str] = &[
 
 struct Options {
     compare: bool,
+    no_build: bool,
     runs: usize,
     peers: Vec<String>,
     bench_args: Vec<String>,
@@ -79,6 +82,7 @@ struct Options {
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         compare: false,
+        no_build: false,
         runs: 1,
         peers: ALL_PEERS.iter().map(|s| s.to_string()).collect(),
         bench_args: Vec::new(),
@@ -87,6 +91,7 @@ fn parse(args: &[String]) -> Result<Options> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--compare" => o.compare = true,
+            "--no-build" => o.no_build = true,
             "--runs" => {
                 let v = it.next().context("--runs needs a number")?;
                 o.runs = v
@@ -115,7 +120,9 @@ fn parse(args: &[String]) -> Result<Options> {
 /// Entry point for `cargo xtask bench`.
 pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let opts = parse(args)?;
-    cmd!(sh, "cargo build --release -p sse-server -p sse-bench").run()?;
+    if !opts.no_build {
+        cmd!(sh, "cargo build --release -p sse-server -p sse-bench").run()?;
+    }
     let root = sh.current_dir();
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
