@@ -99,6 +99,8 @@ pub struct Hub {
     queue: usize,
     heartbeat: AtomicU64,
     closed: AtomicBool,
+    /// Bumped to end every current subscription (see [`Hub::end_all`]).
+    generation: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -128,6 +130,7 @@ impl Hub {
             queue: queue.clamp(1, history),
             heartbeat: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             metrics,
         }
     }
@@ -227,6 +230,15 @@ impl Hub {
         self.wake_all();
     }
 
+    /// Ends every current subscription but keeps serving: their clients
+    /// reconnect with `Last-Event-ID` and are told of any gap. For when the
+    /// hub may have missed events (a Redis reader whose position was
+    /// trimmed away while it was disconnected).
+    pub fn end_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.wake_all();
+    }
+
     /// Ends every subscription (server shutdown).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -289,6 +301,7 @@ impl Hub {
             prefix: VecDeque::new(),
             heartbeat_seen: self.heartbeat.load(Ordering::Acquire),
             sent_since_heartbeat: false,
+            generation: self.generation.load(Ordering::Acquire),
         };
         (subscription, resume)
     }
@@ -354,6 +367,7 @@ pub struct Subscription {
     prefix: VecDeque<Bytes>,
     heartbeat_seen: u64,
     sent_since_heartbeat: bool,
+    generation: u64,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -462,7 +476,10 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
-        if this.shared.ended.load(Ordering::Acquire) || this.hub.closed.load(Ordering::Acquire) {
+        if this.shared.ended.load(Ordering::Acquire)
+            || this.hub.closed.load(Ordering::Acquire)
+            || this.hub.generation.load(Ordering::Acquire) != this.generation
+        {
             return Poll::Ready(None);
         }
         if let Some(bytes) = this.prefix.pop_front() {
@@ -594,6 +611,17 @@ mod tests {
         assert!(!token.is_cancelled());
         let replayed = sub.next().await.unwrap();
         assert!(replayed.starts_with(b"id: 1-2\n") && replayed.ends_with(b"id: 1-6\ndata: a\n\n"));
+    }
+
+    #[tokio::test]
+    async fn end_all_ends_current_subscriptions_only() {
+        let hub = hub(10, 10);
+        let (mut before, _) = hub.subscribe(topics(&["a"]), None, CancellationToken::new());
+        hub.end_all();
+        let (mut after, _) = hub.subscribe(topics(&["a"]), None, CancellationToken::new());
+        push(&hub, 1, "a");
+        assert!(before.next().await.is_none());
+        assert!(after.next().await.is_some());
     }
 
     #[test]

@@ -526,6 +526,7 @@ impl Reader {
         position: &mut EventId,
         backoff: &mut Duration,
     ) {
+        self.check_for_gap(*position).await;
         loop {
             if !self.state.up.load(Ordering::Acquire) {
                 // The reader's connection works; publishes need the other one.
@@ -577,6 +578,26 @@ impl Reader {
             }
             if moved {
                 self.position.send_replace(*position);
+            }
+        }
+    }
+
+    /// After (re)connecting: if entries after `position` may have been
+    /// trimmed while this reader was away, the hub missed them, and its
+    /// subscribers would get a silent hole. End their streams instead:
+    /// they resume with `Last-Event-ID` and the subscribe path tells them.
+    async fn check_for_gap(&self, position: EventId) {
+        let mut publisher = self.publisher.clone();
+        let info =
+            tokio::time::timeout(QUERY_TIMEOUT, stream_info(&mut publisher, &self.key)).await;
+        if let Ok(Ok(info)) = info {
+            if position < info.floor {
+                tracing::warn!(
+                    %position,
+                    floor = %info.floor,
+                    "entries were trimmed while this instance was disconnected; ending streams so clients resume"
+                );
+                self.state.hub.end_all();
             }
         }
     }
