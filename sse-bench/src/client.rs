@@ -31,6 +31,10 @@ const MAX_HEAD_BYTES: usize = READ_BUF_BYTES;
 /// message: amortises channel cost while keeping the live p99 fresh.
 pub const LATENCY_BATCH: usize = 32;
 
+/// A partly filled latency batch is handed over once its oldest sample is
+/// this old, so the live p99 stays current at low event rates.
+pub const LATENCY_BATCH_MAX_AGE_NS: u64 = 1_000_000_000;
+
 /// Width of the per-client window used to tell duplicates from late
 /// arrivals (in events behind the newest one seen).
 const SEQ_WINDOW: u64 = 128;
@@ -422,6 +426,8 @@ pub async fn run(
     let mut parser = Parser::new();
     let mut tracker = SeqTracker::default();
     let mut batch: Vec<u32> = Vec::new();
+    // Receipt time of the batch's first sample.
+    let mut batch_started_ns = 0u64;
     let mut failure: Option<String> = None;
 
     // Body bytes that arrived with the head.
@@ -440,6 +446,9 @@ pub async fn run(
                             Some((seq, intended)) => {
                                 if tracker.observe(seq) {
                                     let us = now.saturating_sub(intended) / 1000;
+                                    if batch.is_empty() {
+                                        batch_started_ns = now;
+                                    }
                                     batch.push(u32::try_from(us).unwrap_or(u32::MAX));
                                 }
                             }
@@ -457,7 +466,10 @@ pub async fn run(
                     .distinct
                     .fetch_add(tracker.summary.distinct - before, Ordering::Relaxed);
             }
-            if batch.len() >= LATENCY_BATCH {
+            if batch.len() >= LATENCY_BATCH
+                || (!batch.is_empty()
+                    && now.saturating_sub(batch_started_ns) >= LATENCY_BATCH_MAX_AGE_NS)
+            {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(LATENCY_BATCH));
                 let _ = tx.send(Msg::Latencies(full));
             }

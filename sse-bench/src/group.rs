@@ -53,9 +53,11 @@ impl LocalGroup {
                     ramp_counters
                         .failed
                         .fetch_add((n - i) as u64, Ordering::Relaxed);
-                    let _ = tx.send(crate::aggregate::Msg::Failed {
-                        kind: "not started".into(),
-                    });
+                    for _ in i..n {
+                        let _ = tx.send(crate::aggregate::Msg::Failed {
+                            kind: "not started".into(),
+                        });
+                    }
                     break;
                 }
                 tokio::spawn(client::run(

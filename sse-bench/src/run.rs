@@ -84,11 +84,14 @@ impl Progress {
     fn run(&self, c: &Counters, elapsed: Duration, rate: f64) {
         if let Some(bar) = &self.run {
             bar.set_position(elapsed.as_millis() as u64);
+            let p99 = match c.recent_p99_us.load(Ordering::Relaxed) {
+                0 => "-".to_string(),
+                us => format!("{:.1} ms", us as f64 / 1000.0),
+            };
             bar.set_message(format!(
-                "events {} ({:.0}/s) p99 {:.1} ms",
+                "events {} ({:.0}/s) p99 {p99}",
                 c.events.load(Ordering::Relaxed),
                 rate,
-                c.recent_p99_us.load(Ordering::Relaxed) as f64 / 1000.0
             ));
         }
     }
