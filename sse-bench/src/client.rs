@@ -399,7 +399,7 @@ pub async fn run(
     index: usize,
     counters: Arc<Counters>,
     tx: mpsc::UnboundedSender<Msg>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; READ_BUF_BYTES];
     let started = Instant::now();
@@ -432,6 +432,11 @@ pub async fn run(
 
     // Body bytes that arrived with the head.
     let mut pending = body_start..filled;
+    // One stop future for the whole stream: re-creating it on every wake-up
+    // would re-register with the watch channel for every event.
+    let mut stop_signal = stop.clone();
+    let stopped = stop_signal.changed();
+    tokio::pin!(stopped);
     loop {
         if !pending.is_empty() {
             let now = payload::now_ns();
@@ -487,7 +492,7 @@ pub async fn run(
         }
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             r = stream.read(&mut buf) => match r {
                 Ok(0) => {
                     failure = Some("closed by server".into());
