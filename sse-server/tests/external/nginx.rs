@@ -8,7 +8,7 @@ use tokio::process::{Child, Command};
 
 use crate::{
     redis::{expect_nothing_more, free_port, instances, program, RedisServer, WAIT},
-    support::{publish, BinaryServer, EventReader},
+    support::{metric, publish, BinaryServer, EventReader},
 };
 
 /// The sample, as shipped.
@@ -95,20 +95,6 @@ impl Nginx {
     }
 }
 
-/// Subscribers connected to `server`, from its metrics.
-async fn clients(server: &BinaryServer) -> i64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("sse_clients "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("an sse_clients gauge")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_nginx_config_spreads_streams_and_every_event_reaches_all() {
     let redis_dir = tempfile::tempdir().unwrap();
@@ -126,7 +112,10 @@ async fn the_sample_nginx_config_spreads_streams_and_every_event_reaches_all() {
     }
     // Round robin put streams on every instance.
     for (n, server) in servers.iter().enumerate() {
-        assert!(clients(server).await >= 1, "no stream reached instance {n}");
+        assert!(
+            metric(&server.url(""), "sse_clients").await >= 1,
+            "no stream reached instance {n}"
+        );
     }
     let mut published = Vec::new();
     for i in 0..6 {

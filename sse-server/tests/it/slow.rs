@@ -8,23 +8,11 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::support::{rss_kib, BinaryServer, EventReader};
+use crate::support::{metric, rss_kib, BinaryServer, EventReader};
 
 /// Big events fill the stalled client's socket buffers quickly.
 const EVENT_SIZE: usize = 16 * 1024;
 const EVENTS: usize = 1_500;
-
-async fn metric(base: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {text}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_is_dropped_without_hurting_the_others() {
@@ -74,7 +62,7 @@ async fn a_stalled_subscriber_is_dropped_without_hurting_the_others() {
     reader.await.unwrap();
     assert_eq!(metric(&base, "sse_clients_dropped_slow_total").await, 1);
     assert_eq!(
-        metric(&base, "sse_clients ").await,
+        metric(&base, "sse_clients").await,
         0,
         "the healthy reader is gone, the stalled one dropped"
     );

@@ -211,6 +211,26 @@ pub async fn publish(base: &str, topic: &str, event: &str, data: &str) -> String
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// The value of one metric from `/metrics` (`name` includes the `_total`
+/// suffix of counters).
+pub async fn metric(base: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
