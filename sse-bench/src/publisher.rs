@@ -18,6 +18,11 @@ use crate::payload;
 /// as an error, and its event is expected nowhere.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How far past the end of its schedule the publisher keeps going before
+/// it gives up on the remaining events (counted as publish errors): long
+/// enough for a slow server to catch up, short enough to bound the run.
+pub const MAX_BEHIND: Duration = Duration::from_secs(30);
+
 /// A body template split around `{payload}`, with `{topic}` already filled in.
 #[derive(Debug, Clone)]
 pub struct BodyTemplate {
@@ -121,10 +126,19 @@ pub async fn run(spec: PublishSpec, sent: Arc<AtomicU64>) -> anyhow::Result<Publ
     let start = tokio::time::Instant::now();
     let start_ns = payload::now_ns();
     let interval_ns = 1e9 / spec.rate;
+    // A server that stalls publishes must not stall the run for ever.
+    let give_up = start + spec.duration + MAX_BEHIND;
     for seq in 0..total {
         // Float offsets keep non-integer rates exact over long runs.
         let offset = Duration::from_nanos((seq as f64 * interval_ns) as u64);
         tokio::time::sleep_until(start + offset).await;
+        if tokio::time::Instant::now() > give_up {
+            *stats
+                .errors
+                .entry("not sent: publisher too far behind schedule".into())
+                .or_default() += total - seq;
+            break;
+        }
         let lag = start.elapsed().saturating_sub(offset);
         stats.max_lag_us = stats
             .max_lag_us

@@ -531,11 +531,13 @@ pub fn side_by_side(reports: &[Report]) -> String {
         .iter()
         .filter(|r| !r.ok)
         .map(|r| {
-            format!(
-                "{}: {}",
-                r.label,
-                r.render().lines().last().unwrap_or("").trim()
-            )
+            let last = r.render().lines().last().unwrap_or("").to_string();
+            let verdict = last
+                .trim()
+                .trim_start_matches("result")
+                .trim_start()
+                .to_string();
+            format!("{}: {verdict}", r.label)
         })
         .collect();
     if !failed.is_empty() {

@@ -303,10 +303,18 @@ fn bench_command(root: &Path, target: &Target, args: &[String]) -> Command {
     cmd
 }
 
-/// A loopback port free at the moment of asking.
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+/// `N` distinct loopback ports, free at the moment of asking: the
+/// listeners are held until all are chosen, or the kernel could hand out
+/// the same port twice.
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for port in &mut ports {
+        let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        *port = l.local_addr()?.port();
+        held.push(l);
+    }
+    Ok(ports)
 }
 
 /// Waits until `GET path` on `port` answers with a 200 status line.
@@ -362,7 +370,7 @@ fn render(root: &Path, src: &str, dest: &Path, vars: &[(&str, String)]) -> Resul
 
 fn start_ours(root: &Path, dir: &Path) -> Result<Target> {
     fresh_dir(dir)?;
-    let port = free_port()?;
+    let [port] = free_ports()?;
     let log = dir.join("sse-server.log");
     let mut server = Proc::spawn(
         "sse-server",
@@ -383,7 +391,7 @@ fn start_ours(root: &Path, dir: &Path) -> Result<Target> {
 fn start_nchan(root: &Path, dir: &Path) -> Result<Target> {
     fresh_dir(dir)?;
     std::fs::create_dir_all(dir.join("tmp"))?;
-    let port = free_port()?;
+    let [port] = free_ports()?;
     let conf = dir.join("nginx.conf");
     render(
         root,
@@ -429,7 +437,7 @@ fn start_pushpin(root: &Path, dir: &Path) -> Result<Target> {
     fresh_dir(dir)?;
     std::fs::create_dir_all(dir.join("run"))?;
     std::fs::create_dir_all(dir.join("log"))?;
-    let (port, pub_port, origin_port) = (free_port()?, free_port()?, free_port()?);
+    let [port, pub_port, origin_port] = free_ports()?;
     let vars = [
         ("DIR", dir.display().to_string()),
         ("PORT", port.to_string()),
