@@ -332,6 +332,11 @@ async fn open(
                 TcpSocket::new_v6()
             }
             .map_err(io)?;
+            if ip.is_ipv4() {
+                // Best effort: without it binds are slower, not wrong.
+                let _ =
+                    crate::limits::bind_address_no_port(std::os::fd::AsRawFd::as_raw_fd(&socket));
+            }
             socket.bind(SocketAddr::new(*ip, 0)).map_err(io)?;
             socket.connect(target.addr).await.map_err(io)?
         }

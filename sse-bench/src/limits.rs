@@ -63,6 +63,34 @@ pub fn clock_ticks() -> u64 {
     u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(100)
 }
 
+/// Asks the kernel to pick the local port of a socket bound to a source
+/// address at `connect()` time, from the whole 4-tuple, instead of at
+/// `bind()` time (`IP_BIND_ADDRESS_NO_PORT`). Without it every bind searches
+/// for a port unused by *any* connection of that address, which at tens of
+/// thousands of connections costs seconds of system CPU and times out.
+///
+/// # Errors
+/// When the option cannot be set (the caller may go on without it).
+pub fn bind_address_no_port(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of
+    // the call; the option value points to a live c_int whose size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            std::ptr::from_ref(&one).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// The ephemeral port range `(low, high)` inclusive.
 pub fn port_range() -> (u64, u64) {
     read_port_range(Path::new("/proc/sys/net/ipv4/ip_local_port_range"))
