@@ -32,13 +32,20 @@ async fn latency_percentiles_land_on_an_injected_delay() {
     assert_eq!(run.code, 0, "{}\n{:#}", run.stderr, run.json);
     let j = &run.json;
     assert_eq!(num(j, "/latency_ms/count"), 40.0 * 20.0);
-    for p in ["p50", "p90", "p99", "p999", "max"] {
+    // Measured from the intended send time, so never below the delay. The
+    // upper bounds leave room for a loaded CI box: the bulk must sit on the
+    // delay, the tail may stray further.
+    for (p, slack) in [
+        ("p50", 100.0),
+        ("p90", 100.0),
+        ("p99", 400.0),
+        ("p999", 400.0),
+        ("max", 400.0),
+    ] {
         let v = num(j, &format!("/latency_ms/{p}"));
-        // Measured from the intended send time, so never below the delay;
-        // the upper bound leaves room for a noisy machine.
         assert!(
-            (DELAY_MS - 1.0..DELAY_MS + 150.0).contains(&v),
-            "{p} = {v} ms, expected about {DELAY_MS} ms"
+            (DELAY_MS - 1.0..DELAY_MS + slack).contains(&v),
+            "{p} = {v} ms, expected {DELAY_MS} ms + up to {slack} ms"
         );
     }
     assert_eq!(num(j, "/events/lost"), 0.0);
@@ -73,8 +80,9 @@ async fn drops_duplicates_and_late_events_are_counted_exactly() {
     let server = FakeServer::start(Behaviour {
         drop: [3, 7, 19].into(),
         duplicate: [5, 11].into(),
-        // Held 300 ms: arrives after the next several events (50 ms apart).
-        hold: [(8, Duration::from_millis(300))].into(),
+        // Held 600 ms: arrives after every later event (50 ms apart), even
+        // if the publisher stalls for a while on a busy machine.
+        hold: [(8, Duration::from_millis(600))].into(),
         ..Default::default()
     })
     .await;
