@@ -68,7 +68,12 @@ pub struct Config {
 
     /// Event broker: `memory` (embedded) or `redis://[:PASSWORD@]HOST:PORT[/DB]`
     /// (Redis Streams, shared by several server instances).
-    #[arg(long, env = "SSE_BROKER", default_value = "memory", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SSE_BROKER",
+        default_value = "memory",
+        hide_env_values = true
+    )]
     pub broker: BrokerUrl,
 
     /// Prefix of the Redis keys this server uses (Redis broker only).

@@ -7,5 +7,5 @@
 mod support;
 
 mod browser;
-mod redis;
 mod nginx;
+mod redis;
