@@ -30,7 +30,10 @@ tasks:
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let task = args.next();
-    let rest: Vec<String> = args.collect();
+    // `cargo xtask serve -- --tick 1s` and `cargo xtask serve --tick 1s`
+    // mean the same.
+    let rest: Vec<String> = args.skip_while(|arg| arg == "--").collect();
+    forget_outer_cargo();
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match task.as_deref() {
@@ -51,6 +54,31 @@ fn main() -> Result<()> {
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
     }
     Ok(())
+}
+
+/// Removes what `cargo run` told xtask about the xtask package itself.
+///
+/// Build scripts (ring's, for one) rerun when variables such as
+/// `CARGO_PKG_NAME` change; leaving xtask's values in the environment of
+/// the cargo commands it runs would rebuild those crates every time one
+/// alternates between `cargo xtask ...` and plain `cargo ...`.
+fn forget_outer_cargo() {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let about_xtask = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_PRIMARY_PACKAGE";
+        if about_xtask {
+            // Single-threaded here: nothing else reads the environment.
+            std::env::remove_var(name);
+        }
+    }
 }
 
 /// The workspace root (this crate lives in `xtask/`).
