@@ -320,18 +320,6 @@ impl Hub {
         self.count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.clients.dec();
     }
-
-    /// Events newer than `after` (all retained ones when `None`) on `topics`,
-    /// oldest first; for replay paths that do not go through a subscription.
-    pub fn retained_after(&self, after: Option<EventId>, topics: &[Arc<str>]) -> Vec<StoredEvent> {
-        let ring = self.ring();
-        ring.events
-            .iter()
-            .filter(|e| after.is_none_or(|id| e.id > id))
-            .filter(|e| topics.contains(&e.topic))
-            .cloned()
-            .collect()
-    }
 }
 
 /// Finds where a subscriber resuming after `id` starts.
@@ -384,25 +372,6 @@ impl Subscription {
     /// field, a too-old notice, events replayed from elsewhere).
     pub fn prepend(&mut self, bytes: Bytes) {
         self.prefix.push_back(bytes);
-    }
-
-    /// Skips ring events not newer than `id` (their copies were replayed
-    /// from elsewhere).
-    pub fn skip_through(&mut self, id: EventId) {
-        let ring = self.hub.ring();
-        let start = self.cursor.max(ring.first_pos);
-        let offset = (start - ring.first_pos) as usize;
-        let skipped = ring
-            .events
-            .range(offset..)
-            .take_while(|e| e.id <= id)
-            .count();
-        self.cursor = start + skipped as u64;
-    }
-
-    /// The topics subscribed to.
-    pub fn topics(&self) -> &[Arc<str>] {
-        &self.topics
     }
 
     /// Takes the next batch of matching events from the ring, if any, with
