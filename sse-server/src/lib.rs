@@ -12,6 +12,7 @@ pub mod error;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
+pub mod subscribe;
 pub mod wire;
 
 use std::{future::Future, sync::Arc};
