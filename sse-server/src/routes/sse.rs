@@ -26,13 +26,9 @@ pub async fn subscribe(
     connection: Option<Extension<ConnectionHandle>>,
 ) -> Result<Response, AppError> {
     let connection = connection.map_or_else(CancellationToken::new, |Extension(handle)| handle.0);
-    let subscribed = crate::subscribe::subscribe(
-        &state,
-        query.as_deref().unwrap_or(""),
-        &headers,
-        connection,
-    )
-    .await?;
+    let subscribed =
+        crate::subscribe::subscribe(&state, query.as_deref().unwrap_or(""), &headers, connection)
+            .await?;
     let mut response = Body::from_stream(subscribed.map(Ok::<_, Infallible>)).into_response();
     let response_headers = response.headers_mut();
     for (name, value) in RESPONSE_HEADERS {
