@@ -9,6 +9,7 @@ use reqwest::{
     Url,
 };
 
+pub use crate::duration::parse_duration;
 use crate::parse::DEFAULT_MAX_EVENT_SIZE;
 
 /// The stream `watch` follows when given no URL: our server on its default port.
@@ -134,16 +135,6 @@ pub fn parse_header(s: &str) -> Result<Header, String> {
     Ok(Header { name, value })
 }
 
-/// Parses a duration such as `500ms`, `3s` or `1m` (a bare number is
-/// refused: its unit would be a guess).
-///
-/// # Errors
-///
-/// A message for clap when humantime cannot parse it.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 3s, 1m)"))
-}
-
 /// Checks that an id can be sent in a `Last-Event-ID` header and could have
 /// come from a stream (which cannot carry NUL, CR or LF in an id).
 fn parse_last_event_id(s: &str) -> Result<String, String> {
@@ -207,6 +198,11 @@ mod tests {
         assert_eq!(args.count, Some(3));
         assert_eq!(args.last_event_id.as_deref(), Some("42"));
         assert_eq!(args.retry, Some(Duration::from_millis(250)));
+        let cli = Cli::try_parse_from(["sse-cli", "watch", "--retry", "2"]).unwrap();
+        let Command::Watch(bare) = cli.command else {
+            panic!("not watch")
+        };
+        assert_eq!(bare.retry, Some(Duration::from_secs(2)), "bare = seconds");
         assert_eq!(args.headers.len(), 2);
         assert_eq!(args.headers[0].name, "authorization");
         assert_eq!(args.headers[0].value, "Bearer x");
@@ -219,7 +215,7 @@ mod tests {
             &["sse-cli", "watch", "--count", "0"][..],
             &["sse-cli", "watch", "-H", "no colon"],
             &["sse-cli", "watch", "-H", "bad name: x"],
-            &["sse-cli", "watch", "--retry", "5"],
+            &["sse-cli", "watch", "--retry", "soon"],
             &["sse-cli", "watch", "not a url"],
             &["sse-cli", "watch", "--last-event-id", "a\nb"],
             &["sse-cli", "publish", "--url", "::"],

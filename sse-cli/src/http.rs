@@ -26,6 +26,25 @@ const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The user agent sent with every request.
 pub const USER_AGENT: &str = concat!("sse-cli/", env!("CARGO_PKG_VERSION"));
 
+/// Whether a `Content-Type` value is `text/event-stream`, whatever its case
+/// and parameters (`Text/Event-Stream; charset=utf-8`), as a browser's
+/// EventSource decides. Takes a `HeaderValue`, a `&str` or raw bytes, so
+/// `watch`, `check` and `sse-bench` (which reads raw heads) share it.
+///
+/// # Examples
+///
+/// ```
+/// use sse_cli::http::is_event_stream;
+///
+/// assert!(is_event_stream("Text/Event-Stream; charset=utf-8"));
+/// assert!(!is_event_stream(b"text/html".as_slice()));
+/// ```
+pub fn is_event_stream(content_type: impl AsRef<[u8]>) -> bool {
+    let value = content_type.as_ref();
+    let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+    essence.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+}
+
 /// A client builder with the settings both commands share.
 pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
@@ -105,4 +124,35 @@ async fn error_message(response: Response) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn content_type_is_matched_on_its_essence() {
+        for ok in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            " text/event-stream ;x=y",
+        ] {
+            assert!(is_event_stream(ok), "{ok}");
+            assert!(is_event_stream(HeaderValue::from_static(ok)), "{ok}");
+            assert!(is_event_stream(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "text/html",
+            "text/event-streams",
+            "text/plain; x=text/event-stream",
+            "text/event-stream-x",
+            "",
+        ] {
+            assert!(!is_event_stream(bad), "{bad}");
+        }
+        assert!(!is_event_stream(b"text/event-stream\xff".as_slice()));
+    }
 }

@@ -6,6 +6,7 @@
 //! [`parse`] is the `text/event-stream` parser, which `sse-bench` reuses.
 
 pub mod cli;
+pub mod duration;
 pub mod http;
 pub mod output;
 pub mod parse;
