@@ -70,7 +70,14 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused_with_examples() {
-        for text in ["", "soon", "-1", "1.5", "2 parsecs", "99999999999999999999999"] {
+        for text in [
+            "",
+            "soon",
+            "-1",
+            "1.5",
+            "2 parsecs",
+            "99999999999999999999999",
+        ] {
             let err = parse_duration(text).expect_err(text);
             assert!(err.contains(&format!("`{text}`")), "{err}");
         }

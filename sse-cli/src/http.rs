@@ -42,7 +42,9 @@ pub const USER_AGENT: &str = concat!("sse-cli/", env!("CARGO_PKG_VERSION"));
 pub fn is_event_stream(content_type: impl AsRef<[u8]>) -> bool {
     let value = content_type.as_ref();
     let essence = value.split(|&b| b == b';').next().unwrap_or_default();
-    essence.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"text/event-stream")
 }
 
 /// A client builder with the settings both commands share.
