@@ -8,6 +8,7 @@ pub mod assets;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod metrics;
 pub mod routes;

@@ -1,0 +1,312 @@
+//! The writer thread: the only code that writes segment files.
+
+use std::{
+    collections::VecDeque,
+    fs::{self, File},
+    io::{self, Seek, SeekFrom, Write},
+    path::PathBuf,
+    sync::{mpsc, Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::oneshot;
+
+use super::{
+    record,
+    recover::{segment_name, Segment},
+    AppendError, Fsync, LogOptions, Msg,
+};
+use crate::{broker::StoredEvent, wire::EventId};
+
+/// Segments per `--history`: a segment is deleted whole once the newer
+/// ones hold `--history` events, so the disk holds at most 1/8 more events
+/// than retained, and a restart reads at most that much more.
+const SEGMENTS_PER_HISTORY: usize = 8;
+/// A segment is closed at this size even before it holds its share of
+/// `--history` events, so large events do not make one huge file that is
+/// deleted only after all of it is out of history.
+const SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes of events written in one batch (one `write`, one flush):
+/// bounds the writer's buffer under a burst; a larger burst takes several
+/// batches.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// `--fsync everysec`: how long written events may wait for a flush.
+const EVERYSEC: Duration = Duration::from_secs(1);
+
+type Reply = oneshot::Sender<Result<EventId, AppendError>>;
+
+/// The segment being appended to.
+struct Active {
+    file: File,
+    path: PathBuf,
+    /// Bytes of whole records (and the header) in it; a failed write may
+    /// have left more, which is cut before the next write.
+    len: u64,
+    events: u64,
+    /// A failed write left bytes past `len`.
+    dirty_tail: bool,
+}
+
+pub(super) struct Writer {
+    options: LogOptions,
+    /// Closed segments, oldest first.
+    sealed: VecDeque<Segment>,
+    active: Option<Active>,
+    /// Events in `sealed` and `active`.
+    total: u64,
+    segment_events: u64,
+    sink: Box<dyn FnMut(StoredEvent) + Send>,
+    problem: Arc<Mutex<Option<AppendError>>>,
+    /// When events were first written without a flush (`--fsync everysec`).
+    unflushed_since: Option<Instant>,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub(super) fn new(
+        options: LogOptions,
+        segments: Vec<Segment>,
+        sink: Box<dyn FnMut(StoredEvent) + Send>,
+        problem: Arc<Mutex<Option<AppendError>>>,
+    ) -> Self {
+        let total = segments.iter().map(|s| s.events).sum();
+        let segment_events = options.history.div_ceil(SEGMENTS_PER_HISTORY).max(1) as u64;
+        Self {
+            options,
+            sealed: segments.into(),
+            active: None,
+            total,
+            segment_events,
+            sink,
+            problem,
+            unflushed_since: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Serves appends until told to stop or every sender is gone.
+    pub(super) fn run(mut self, rx: &mpsc::Receiver<Msg>) {
+        // Trim what recovery found beyond retention.
+        self.retain();
+        loop {
+            let Some(first) = self.next(rx) else {
+                self.flush_at_exit();
+                return;
+            };
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let mut stop = None;
+            let mut msg = first;
+            // Group commit: everything that queued up while the previous
+            // batch was flushed goes out in this one.
+            loop {
+                match msg {
+                    Msg::Append(event, reply) => {
+                        bytes += event.wire.len();
+                        batch.push((event, reply));
+                    }
+                    Msg::Stop(done) => {
+                        stop = Some(done);
+                        break;
+                    }
+                }
+                if bytes >= MAX_BATCH_BYTES {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(next) => msg = next,
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(batch);
+            }
+            if let Some(done) = stop {
+                self.flush_at_exit();
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    /// The next message; flushes on time under `--fsync everysec` while
+    /// waiting. `None` once every sender is gone.
+    fn next(&mut self, rx: &mpsc::Receiver<Msg>) -> Option<Msg> {
+        loop {
+            let Some(since) = self.unflushed_since else {
+                return rx.recv().ok();
+            };
+            let wait = (since + EVERYSEC).saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(msg) => return Some(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.flush("everysec"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn flush(&mut self, why: &str) {
+        self.unflushed_since = None;
+        if let Some(active) = &self.active {
+            if let Err(err) = active.file.sync_data() {
+                tracing::error!(cause = %err, file = %active.path.display(), why, "cannot flush the event log");
+            }
+        }
+    }
+
+    fn flush_at_exit(&mut self) {
+        if self.options.fsync != Fsync::Always {
+            self.flush("shutdown");
+        }
+    }
+
+    /// Stores a batch; hands each event to the sink and answers its
+    /// publisher, or answers every publisher with the error.
+    fn commit(&mut self, batch: Vec<(StoredEvent, Reply)>) {
+        self.buf.clear();
+        for (event, _) in &batch {
+            record::encode(event, &mut self.buf);
+        }
+        let first = batch[0].0.id;
+        match self.write(first, batch.len() as u64) {
+            Ok(()) => {
+                let recovered = self
+                    .problem
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if recovered.is_some() {
+                    tracing::info!("the event log is writable again; publishing resumes");
+                }
+                for (event, reply) in batch {
+                    let id = event.id;
+                    (self.sink)(event);
+                    let _ = reply.send(Ok(id));
+                }
+            }
+            Err(err) => {
+                let error = AppendError::from(&err);
+                let mut problem = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
+                if problem.is_none() {
+                    tracing::error!(cause = %err, dir = %self.options.dir.display(), "cannot store events; publishes are refused until the log is writable");
+                }
+                *problem = Some(error.clone());
+                drop(problem);
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes `self.buf` (`count` records, the first with id `first`) and
+    /// flushes it as `--fsync` says. On error nothing of it stays in the
+    /// log.
+    fn write(&mut self, first: EventId, count: u64) -> io::Result<()> {
+        if let Some(active) = &mut self.active {
+            if active.dirty_tail {
+                cut_back(active)?;
+            }
+        }
+        let full = self.active.as_ref().is_none_or(|active| {
+            active.events >= self.segment_events || active.len >= SEGMENT_MAX_BYTES
+        });
+        if full {
+            self.roll(first)?;
+        }
+        let fsync = self.options.fsync;
+        let Some(active) = &mut self.active else {
+            return Err(io::Error::other("no open segment"));
+        };
+        let result = active.file.write_all(&self.buf).and_then(|()| {
+            if fsync == Fsync::Always {
+                active.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(err) = result {
+            active.dirty_tail = true;
+            // Cut now if we can; otherwise before the next write.
+            let _ = cut_back(active);
+            return Err(err);
+        }
+        active.len += self.buf.len() as u64;
+        active.events += count;
+        self.total += count;
+        if fsync == Fsync::Everysec && self.unflushed_since.is_none() {
+            self.unflushed_since = Some(Instant::now());
+        }
+        self.retain();
+        Ok(())
+    }
+
+    /// Closes the active segment and starts one whose first event is
+    /// `first`.
+    fn roll(&mut self, first: EventId) -> io::Result<()> {
+        if let Some(old) = self.active.take() {
+            if self.options.fsync == Fsync::Everysec {
+                old.file.sync_data()?;
+            }
+            self.sealed.push_back(Segment {
+                path: old.path,
+                events: old.events,
+                bytes: old.len,
+            });
+        }
+        let path = self.options.dir.join(segment_name(first));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        let fsync = self.options.fsync;
+        let header = file.write_all(record::MAGIC).and_then(|()| {
+            if fsync == Fsync::No {
+                return Ok(());
+            }
+            // The new file's name must survive a power loss too.
+            file.sync_data()?;
+            File::open(&self.options.dir)?.sync_all()
+        });
+        if let Err(err) = header {
+            let _ = fs::remove_file(&path);
+            return Err(err);
+        }
+        self.active = Some(Active {
+            file,
+            path,
+            len: record::MAGIC.len() as u64,
+            events: 0,
+            dirty_tail: false,
+        });
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while the newer ones hold `--history`
+    /// events.
+    fn retain(&mut self) {
+        let history = self.options.history as u64;
+        while let Some(oldest) = self.sealed.front() {
+            if self.total - oldest.events < history {
+                break;
+            }
+            if let Err(err) = fs::remove_file(&oldest.path) {
+                if err.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(cause = %err, file = %oldest.path.display(), "cannot delete an old segment; retrying later");
+                    break;
+                }
+            }
+            self.total -= oldest.events;
+            self.sealed.pop_front();
+        }
+    }
+}
+
+/// Cuts what a failed write left past the last whole record.
+fn cut_back(active: &mut Active) -> io::Result<()> {
+    active.file.set_len(active.len)?;
+    active.file.seek(SeekFrom::Start(active.len))?;
+    active.dirty_tail = false;
+    Ok(())
+}
