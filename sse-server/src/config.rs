@@ -19,6 +19,11 @@ pub const DEFAULT_HISTORY: usize = 10_000;
 pub const DEFAULT_HEARTBEAT: &str = "15s";
 /// The EventSource default; we send it explicitly so every client agrees.
 pub const DEFAULT_RETRY: &str = "3s";
+/// How long a request body may take to arrive, start to end. A 64 KiB
+/// body needs only 6.4 KB/s to make it; a client slower than that is more
+/// likely a trickle holding a connection open (nginx's
+/// `client_body_timeout` is 60 s, but between reads, which a trickle meets).
+pub const DEFAULT_BODY_TIMEOUT: &str = "10s";
 /// Events a subscriber may have pending before it is dropped as too slow.
 /// At 1,000 events a subscriber can be a few seconds behind a busy topic
 /// without being dropped, while a stalled one is found quickly.
@@ -75,6 +80,10 @@ pub struct Config {
         hide_env_values = true
     )]
     pub broker: BrokerUrl,
+
+    /// Time a publish body may take to arrive; a slower one gets 408.
+    #[arg(long, env = "SSE_BODY_TIMEOUT", default_value = DEFAULT_BODY_TIMEOUT, value_parser = parse_positive_duration)]
+    pub body_timeout: Duration,
 
     /// Prefix of the Redis keys this server uses (Redis broker only).
     #[arg(long, env = "SSE_REDIS_PREFIX", default_value = "sse")]

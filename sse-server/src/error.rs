@@ -6,7 +6,10 @@ use axum::{
     Json,
 };
 
-use crate::{broker::BrokerError, wire::NameError};
+use crate::{
+    broker::BrokerError,
+    wire::{NameError, QueryError},
+};
 
 /// Everything a request can get wrong, or the server cannot do now.
 #[derive(Debug, thiserror::Error)]
@@ -17,12 +20,21 @@ pub enum AppError {
     /// A topic or event name was invalid (400).
     #[error(transparent)]
     BadName(#[from] NameError),
+    /// A query parameter was not text (400).
+    #[error(transparent)]
+    BadQuery(#[from] QueryError),
     /// Missing or wrong bearer token (401).
     #[error("missing or wrong publish token (send Authorization: Bearer TOKEN)")]
     Unauthorized,
     /// No such route (404).
     #[error("not found")]
     NotFound,
+    /// The route exists, but not for this method (405).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body did not arrive in time (408).
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// The body was over the limit (413).
     #[error("body is larger than {0} bytes")]
     TooLarge(usize),
@@ -43,9 +55,11 @@ pub enum AppError {
 impl AppError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::BadName(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::BadName(_) | Self::BadQuery(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Full { .. } | Self::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +90,11 @@ impl IntoResponse for AppError {
             }
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // The rest of the body may still be on its way: close rather
+            // than read it to find the next request.
+            Self::BodyTimeout(_) | Self::TooLarge(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -133,7 +133,7 @@ pub async fn subscribe(
 fn parse_query(query: &str) -> Result<(Vec<Arc<str>>, Option<String>), AppError> {
     let mut topics: Vec<Arc<str>> = Vec::new();
     let mut last_id = None;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+    for (key, value) in wire::parse_query(query)? {
         match &*key {
             "topic" => {
                 wire::check_name("topic", &value)?;

@@ -3,7 +3,7 @@
 //! Every event is turned into its bytes exactly once, when it is published;
 //! all subscribers share those bytes (`Bytes` is reference counted).
 
-use std::{fmt, str::FromStr};
+use std::{borrow::Cow, fmt, str::FromStr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -144,6 +144,62 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
     }
 }
 
+/// A query parameter that is not text once percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("query parameter `{name}` is not valid UTF-8 once percent-decoded")]
+pub struct QueryError {
+    /// The parameter's name (lossily decoded when the name itself is bad).
+    pub name: String,
+}
+
+/// One decoded `name=value` pair of a query string.
+pub type QueryPair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// Splits a query string into decoded `(name, value)` pairs, as HTML forms
+/// encode them (`+` is a space, `%XX` a byte), refusing any name or value
+/// whose bytes are not UTF-8.
+///
+/// `form_urlencoded::parse` would replace bad bytes with U+FFFD, so that
+/// `?topic=x%FEy` and `?topic=x%FFy` named the same topic; topics are text,
+/// so such a query is an error instead.
+///
+/// # Errors
+/// When a decoded name or value is not valid UTF-8.
+pub fn parse_query(query: &str) -> Result<Vec<QueryPair<'_>>, QueryError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = || QueryError {
+                name: decode_lossy(name),
+            };
+            Ok((
+                decode_component(name).ok_or_else(bad)?,
+                decode_component(value).ok_or_else(bad)?,
+            ))
+        })
+        .collect()
+}
+
+fn decode_component(raw: &str) -> Option<Cow<'_, str>> {
+    if raw.contains('+') {
+        let spaced = raw.replace('+', " ");
+        let decoded = percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .ok()?;
+        Some(Cow::Owned(decoded.into_owned()))
+    } else {
+        percent_encoding::percent_decode_str(raw).decode_utf8().ok()
+    }
+}
+
+fn decode_lossy(raw: &str) -> String {
+    percent_encoding::percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +242,29 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<EventId>(), Err(BadEventId), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn queries_decode_as_forms_and_refuse_bad_utf8() {
+        let pairs = parse_query("topic=a+b&topic=%C3%A9t%C3%A9&&flag&x=%zz").unwrap();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("topic", "a b"),
+                ("topic", "été"),
+                ("flag", ""),
+                ("x", "%zz")
+            ]
+        );
+        assert!(parse_query("").unwrap().is_empty());
+        for bad in ["topic=x%FEy", "topic=x%FFy", "t%FF=1", "a=1&topic=%C3"] {
+            assert!(parse_query(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_query("a=1&topic=x%FEy").unwrap_err().name,
+            "topic".to_owned()
+        );
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! HTTP routes: each handler turns a request into broker calls and the
 //! result into a response.
 
-mod publish;
+pub mod publish;
 mod sse;
 mod status;
 
 use std::sync::Arc;
 
 use axum::{
+    http::{header, HeaderValue},
+    response::{IntoResponse, Response},
     routing::{get, post},
-    Router,
+    Json, Router,
 };
+use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
 use crate::{broker::Broker, config::Config, error::AppError};
@@ -45,16 +48,70 @@ pub fn app(state: AppState) -> Router {
         .route("/publish", post(publish::publish).put(publish::publish))
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
-        .route("/stats", get(status::stats));
+        .route("/stats", get(status::stats))
+        .method_not_allowed_fallback(method_not_allowed);
     let router = match &state.config.static_dir {
         Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir).fallback(
             axum::handler::HandlerWithoutStateExt::into_service(not_found),
         )),
         None => router.fallback(crate::assets::serve),
     };
-    router.with_state(state)
+    router
+        .layer(axum::middleware::map_response(json_errors))
+        .with_state(state)
 }
 
 async fn not_found() -> AppError {
     AppError::NotFound
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// Longest error text from axum or tower-http that is carried over into
+/// the JSON error (their rejections are one short sentence).
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// Gives every error response a JSON `{"error"}` body, also those that axum
+/// and tower-http make themselves (extractor rejections, `ServeDir`), which
+/// are plain text or empty. Headers such as `Allow` are kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match http_body_util::Limited::new(body, MAX_ERROR_TEXT)
+        .collect()
+        .await
+    {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes())
+            .trim()
+            .to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let mut json = (status, Json(serde_json::json!({ "error": message }))).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().append(name, value.clone());
+        }
+    }
+    json.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    json
 }

@@ -1,5 +1,7 @@
 //! `POST /publish` and `PUT /publish`.
 
+use std::time::Duration;
+
 use axum::{
     body::Body,
     extract::{RawQuery, State},
@@ -7,7 +9,8 @@ use axum::{
     response::IntoResponse,
     Json,
 };
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::{sse::DEFAULT_TOPIC, AppState};
@@ -17,7 +20,7 @@ use crate::{error::AppError, wire};
 /// 64 KiB bounds the copy every subscriber's queue may reference.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The JSON body: ours, or the seed's `{"message": ...}`.
+/// The JSON body: ours, or the short `{"message": ...}` form.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishJson {
@@ -44,19 +47,39 @@ pub async fn publish(
         }
     }
     let kind = BodyKind::of(&headers)?;
+    let query = query.unwrap_or_default();
+    let bytes = read_body(body, &headers, state.config.body_timeout).await?;
+    let (topic, event, data) = decode(kind, &query, &bytes)?;
+    let id = state.broker.publish(&topic, &event, &data).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "id": id.to_string() })),
+    ))
+}
+
+/// Turns a body of `kind` and the request's query string into the topic,
+/// event type and data to publish, with the defaults applied and the names
+/// checked. Public so the fuzz targets reach it.
+///
+/// # Errors
+/// 400 for invalid JSON, missing data, bad UTF-8 or a bad name.
+pub fn decode(
+    kind: BodyKind,
+    query: &str,
+    bytes: &[u8],
+) -> Result<(String, String, String), AppError> {
     let mut query_topic = None;
     let mut query_event = None;
-    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+    for (key, value) in wire::parse_query(query)? {
         match &*key {
             "topic" => query_topic = Some(value.into_owned()),
             "event" => query_event = Some(value.into_owned()),
             _ => {}
         }
     }
-    let bytes = read_body(body).await?;
     let (topic, event, data) = match kind {
         BodyKind::Json => {
-            let json: PublishJson = serde_json::from_slice(&bytes)
+            let json: PublishJson = serde_json::from_slice(bytes)
                 .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?;
             let data = match (json.data, json.message) {
                 (Some(_), Some(_)) => {
@@ -67,7 +90,7 @@ pub async fn publish(
                 (Some(data), None) | (None, Some(data)) => data,
                 (None, None) => {
                     return Err(AppError::BadRequest(
-                        "missing \"data\" (or the seed's \"message\")".to_owned(),
+                        "missing \"data\" (or \"message\", its short form)".to_owned(),
                     ))
                 }
             };
@@ -83,20 +106,24 @@ pub async fn publish(
     let event = event.unwrap_or_else(|| wire::DEFAULT_EVENT.to_owned());
     wire::check_name("topic", &topic)?;
     wire::check_name("event", &event)?;
-    let id = state.broker.publish(&topic, &event, &data).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "id": id.to_string() })),
-    ))
+    Ok((topic, event, data))
 }
 
-enum BodyKind {
+/// The body forms `/publish` reads, by `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json`: an event object or `{"message": ...}`.
     Json,
+    /// `text/plain`: the body is the data.
     Text,
 }
 
 impl BodyKind {
-    fn of(headers: &HeaderMap) -> Result<Self, AppError> {
+    /// The kind a request's `Content-Type` names.
+    ///
+    /// # Errors
+    /// 415 for a missing or other content type.
+    pub fn of(headers: &HeaderMap) -> Result<Self, AppError> {
         let Some(value) = headers.get(header::CONTENT_TYPE) else {
             return Err(AppError::UnsupportedMediaType("none".to_owned()));
         };
@@ -115,16 +142,45 @@ impl BodyKind {
     }
 }
 
-async fn read_body(body: Body) -> Result<bytes::Bytes, AppError> {
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(AppError::TooLarge(MAX_BODY))
-        }
-        Err(err) => Err(AppError::BadRequest(format!(
-            "could not read the body: {err}"
-        ))),
+/// Reads the whole body into one buffer, within [`MAX_BODY`] bytes and
+/// `timeout`.
+///
+/// A declared `Content-Length` over the limit is refused before anything is
+/// read, so a client that sent `Expect: 100-continue` never gets the go-ahead
+/// (hyper sends `100 Continue` only when the body is first polled). Frames
+/// are copied as they come: keeping them would pin one of hyper's read
+/// buffers per frame, kilobytes for a byte trickled per TCP segment.
+async fn read_body(
+    mut body: Body,
+    headers: &HeaderMap,
+    timeout: Duration,
+) -> Result<Bytes, AppError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return Err(AppError::TooLarge(MAX_BODY));
     }
+    let mut buf = BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|err| AppError::BadRequest(format!("could not read the body: {err}")))?;
+            if let Some(data) = frame.data_ref() {
+                if buf.len() + data.len() > MAX_BODY {
+                    return Err(AppError::TooLarge(MAX_BODY));
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(result) => result?,
+        Err(_) => return Err(AppError::BodyTimeout(timeout.as_secs().max(1))),
+    }
+    Ok(buf.freeze())
 }
 
 /// Compares without stopping at the first difference, so response time
