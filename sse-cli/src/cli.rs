@@ -10,6 +10,7 @@ use reqwest::{
 };
 
 pub use crate::duration::parse_duration;
+use crate::duration::parse_positive_duration;
 use crate::parse::DEFAULT_MAX_EVENT_SIZE;
 
 /// The stream `watch` follows when given no URL: our server on its default port.
@@ -17,6 +18,11 @@ pub const DEFAULT_WATCH_URL: &str = "http://localhost:3000/sse";
 
 /// The server `publish` posts to when given no `--url`: our server's default.
 pub const DEFAULT_SERVER_URL: &str = "http://localhost:3000";
+
+/// `--connect-timeout`'s default: long enough for a slow network and a busy
+/// server, short enough that a server which accepts and never answers is
+/// noticed while the user still waits.
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
 
 /// Terminal client for Server-Sent Events: follow any event stream, or
 /// publish to an sse-server.
@@ -41,7 +47,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
     /// URL of the event stream (any SSE endpoint, not only sse-server's).
-    #[arg(default_value = DEFAULT_WATCH_URL)]
+    #[arg(env = "SSE_WATCH_URL", default_value = DEFAULT_WATCH_URL)]
     pub url: Url,
 
     /// Subscribe to this topic; repeat for several. Added to the URL as
@@ -72,10 +78,29 @@ pub struct WatchArgs {
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<Header>,
 
-    /// Wait this long before reconnecting (e.g. 500ms, 10s), whatever the
-    /// server's `retry:` field says.
+    /// Wait this long before reconnecting (e.g. 500ms, 10s, 2 = 2s),
+    /// whatever the server's `retry:` field says. Repeated failures back off
+    /// from it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry: Option<Duration>,
+
+    /// Send `Authorization: Bearer TOKEN` (an `-H Authorization` replaces
+    /// it).
+    #[arg(long, value_name = "TOKEN", env = "SSE_TOKEN", hide_env_values = true,
+          value_parser = parse_token)]
+    pub token: Option<String>,
+
+    /// Give up on a connection attempt when no response headers arrived
+    /// within this time (the first attempt then fails; later ones are
+    /// retried).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_CONNECT_TIMEOUT,
+          value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// Reconnect when nothing at all, not even a heartbeat comment, arrived
+    /// for this long (off by default: some streams are legitimately silent).
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub idle_timeout: Option<Duration>,
 
     /// Largest line or event, in bytes, accepted from the server; a bigger
     /// one ends the watch with an error instead of filling memory.
@@ -135,6 +160,15 @@ pub fn parse_header(s: &str) -> Result<Header, String> {
     Ok(Header { name, value })
 }
 
+/// Checks that a bearer token can be sent in an `Authorization` header.
+fn parse_token(s: &str) -> Result<String, String> {
+    if s.is_empty() || HeaderValue::from_str(&format!("Bearer {s}")).is_err() {
+        // The token itself is not echoed: it is a secret.
+        return Err("the token is empty or holds characters a header cannot carry".into());
+    }
+    Ok(s.to_string())
+}
+
 /// Checks that an id can be sent in a `Last-Event-ID` header and could have
 /// come from a stream (which cannot carry NUL, CR or LF in an id).
 fn parse_last_event_id(s: &str) -> Result<String, String> {
@@ -165,6 +199,8 @@ mod tests {
         assert!(!args.json && !args.no_reconnect);
         assert_eq!(args.count, None);
         assert_eq!(args.max_event_size, DEFAULT_MAX_EVENT_SIZE);
+        assert_eq!(args.connect_timeout, Duration::from_secs(10));
+        assert_eq!((args.idle_timeout, args.token), (None, None));
     }
 
     #[test]
@@ -189,6 +225,12 @@ mod tests {
             "X-Foo:bar",
             "--retry",
             "250ms",
+            "--token",
+            "s3cret",
+            "--connect-timeout",
+            "2",
+            "--idle-timeout",
+            "1m",
         ])
         .unwrap();
         let Command::Watch(args) = cli.command else {
@@ -207,6 +249,9 @@ mod tests {
         assert_eq!(args.headers[0].name, "authorization");
         assert_eq!(args.headers[0].value, "Bearer x");
         assert_eq!(args.headers[1].value, "bar");
+        assert_eq!(args.token.as_deref(), Some("s3cret"));
+        assert_eq!(args.connect_timeout, Duration::from_secs(2));
+        assert_eq!(args.idle_timeout, Some(Duration::from_secs(60)));
     }
 
     #[test]
@@ -218,6 +263,10 @@ mod tests {
             &["sse-cli", "watch", "--retry", "soon"],
             &["sse-cli", "watch", "not a url"],
             &["sse-cli", "watch", "--last-event-id", "a\nb"],
+            &["sse-cli", "watch", "--token", ""],
+            &["sse-cli", "watch", "--token", "a\nb"],
+            &["sse-cli", "watch", "--connect-timeout", "0"],
+            &["sse-cli", "watch", "--idle-timeout", "0s"],
             &["sse-cli", "publish", "--url", "::"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");

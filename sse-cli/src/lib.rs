@@ -11,6 +11,7 @@ pub mod http;
 pub mod output;
 pub mod parse;
 pub mod publish;
+pub mod reconnect;
 pub mod watch;
 
 /// Runs a parsed command line to completion.

@@ -7,10 +7,18 @@
 //! do not reconnect"; any other status or content type fails for good. When
 //! an established stream ends or breaks, wait the reconnection time (the
 //! server's `retry:`, or `--retry`, or 3 s) and reconnect with
-//! `Last-Event-ID`, so the server resumes after the last event we printed;
-//! reconnects that cannot connect are retried the same way. Only the very
-//! first connection failing to connect is an error, so a typo'd URL or a
-//! server that is not running is reported at once.
+//! `Last-Event-ID`, so the server resumes after the last event we printed.
+//!
+//! Where real deployments need more than the standard, after the first
+//! successful connection (so a typo'd URL or a server that is not running
+//! is still reported at once):
+//! - a reconnect that cannot connect, or is answered 5xx or 429 (a proxy
+//!   restarting, nginx's 502 while upstreams come back, `--max-clients`),
+//!   is retried with capped, jittered backoff, honouring `Retry-After`
+//!   (see [`crate::reconnect`]), and said on stderr;
+//! - no answer within `--connect-timeout` counts as "cannot connect", and a
+//!   stream on which nothing (not even a heartbeat comment) arrived for
+//!   `--idle-timeout` counts as broken, so watch never hangs silently.
 
 use std::{
     fmt,
@@ -19,20 +27,21 @@ use std::{
 };
 
 use reqwest::{
-    header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE},
+    header::{
+        HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE,
+        RETRY_AFTER,
+    },
     Client, StatusCode, Url,
 };
 
+pub use crate::reconnect::{reconnect_delay, DEFAULT_RETRY};
 use crate::{
     cli::{Header, WatchArgs},
     http,
     output::{self, Format, Printer},
     parse::{ParseError, Parser},
+    reconnect,
 };
-
-/// The reconnection time before the server sets one: the standard leaves
-/// it to the user agent, and browsers (and our server's default) use 3 s.
-pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
 
 /// The `Last-Event-ID` request header.
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
@@ -54,6 +63,13 @@ pub struct WatchConfig {
     pub reconnect: bool,
     /// The parser's limit on a line or an event, in bytes.
     pub max_event_size: usize,
+    /// Sent as `Authorization: Bearer TOKEN` (an `-H Authorization`
+    /// replaces it).
+    pub token: Option<String>,
+    /// Longest wait for a connection and the response's headers.
+    pub connect_timeout: Duration,
+    /// Reconnect when nothing at all arrived on the stream for this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl WatchConfig {
@@ -67,6 +83,9 @@ impl WatchConfig {
             count: args.count,
             reconnect: !args.no_reconnect,
             max_event_size: args.max_event_size,
+            token: args.token.clone(),
+            connect_timeout: args.connect_timeout,
+            idle_timeout: args.idle_timeout,
         }
     }
 }
@@ -91,6 +110,9 @@ pub enum Notice {
         reason: String,
         /// The reconnection time about to be waited.
         delay: Duration,
+        /// Something went wrong (not the routine end of a stream): worth
+        /// telling even a script reading `--json`.
+        failure: bool,
     },
     /// A reconnect succeeded.
     Reconnected {
@@ -102,7 +124,7 @@ pub enum Notice {
 impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Reconnecting { reason, delay } => {
+            Self::Reconnecting { reason, delay, .. } => {
                 write!(
                     f,
                     "{reason}; reconnecting in {}",
@@ -175,10 +197,17 @@ enum Outcome {
     Stopped(Stopped),
     /// The server closed the stream cleanly.
     Ended,
-    /// The stream broke after it had started.
+    /// The stream broke (or went silent) after it had started.
     Broke(String),
     /// No connection (or no response) at all.
     NoConnection(String),
+    /// A reconnect was answered 5xx or 429: try again later.
+    Unavailable {
+        /// The status, with the server's message if any.
+        status: String,
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
 }
 
 /// Watches the stream, printing every event through `printer` and telling
@@ -194,13 +223,18 @@ pub async fn watch<W: Write>(
     printer: &mut Printer<W>,
     mut on_notice: impl FnMut(&Notice),
 ) -> Result<Stopped, WatchError> {
-    let client = http::client_builder().build().map_err(WatchError::Client)?;
+    let client = http::client_builder()
+        .connect_timeout(config.connect_timeout)
+        .build()
+        .map_err(WatchError::Client)?;
     let mut parser = Parser::with_max_event_size(config.max_event_size);
     if let Some(id) = &config.last_event_id {
         parser.set_last_event_id(id);
     }
     let mut printed = 0;
     let mut connected_once = false;
+    // Consecutive failed attempts; a stream that opens resets it.
+    let mut failures = 0;
     loop {
         let outcome = connect_once(
             &client,
@@ -209,10 +243,12 @@ pub async fn watch<W: Write>(
             printer,
             &mut printed,
             connected_once,
+            &mut failures,
             &mut on_notice,
         )
         .await?;
-        let reason = match outcome {
+        let base = reconnect_delay(config.retry, parser.retry());
+        let (reason, delay) = match outcome {
             Outcome::Stopped(stopped) => return Ok(stopped),
             Outcome::NoConnection(cause) if !connected_once => {
                 return Err(WatchError::Connect {
@@ -227,25 +263,44 @@ pub async fn watch<W: Write>(
                     cause,
                 });
             }
-            Outcome::Ended => "stream ended".to_string(),
-            Outcome::Broke(cause) => format!("connection lost: {cause}"),
-            Outcome::NoConnection(cause) => format!("reconnect failed: {cause}"),
+            Outcome::Ended => ("stream ended".to_string(), None),
+            Outcome::Broke(cause) => (format!("connection lost: {cause}"), Some(None)),
+            Outcome::NoConnection(cause) => (format!("reconnect failed: {cause}"), Some(None)),
+            Outcome::Unavailable {
+                status,
+                retry_after,
+            } => {
+                let mut reason = format!("reconnect answered {status}");
+                if let Some(wait) = retry_after {
+                    reason.push_str(&format!(
+                        " (Retry-After {})",
+                        humantime::format_duration(wait)
+                    ));
+                }
+                (reason, Some(retry_after))
+            }
         };
         connected_once = true;
-        let delay = reconnect_delay(config.retry, parser.retry());
-        on_notice(&Notice::Reconnecting { reason, delay });
+        let (delay, failure) = match delay {
+            None => (base, false),
+            Some(retry_after) => {
+                failures += 1;
+                (reconnect::after_failure(base, failures, retry_after), true)
+            }
+        };
+        on_notice(&Notice::Reconnecting {
+            reason,
+            delay,
+            failure,
+        });
         tokio::time::sleep(delay).await;
         parser.reset_for_reconnect();
     }
 }
 
-/// `--retry` if given, else the server's last `retry:`, else 3 s.
-pub fn reconnect_delay(flag: Option<Duration>, server: Option<Duration>) -> Duration {
-    flag.or(server).unwrap_or(DEFAULT_RETRY)
-}
-
 /// One connection: request, check the response, print events until the
 /// stream ends, breaks, or `--count` is reached.
+#[allow(clippy::too_many_arguments)] // one caller; a struct would only rename them
 async fn connect_once<W: Write>(
     client: &Client,
     config: &WatchConfig,
@@ -253,18 +308,37 @@ async fn connect_once<W: Write>(
     printer: &mut Printer<W>,
     printed: &mut u64,
     reconnecting: bool,
+    failures: &mut u32,
     on_notice: &mut impl FnMut(&Notice),
 ) -> Result<Outcome, WatchError> {
-    let request = client
-        .get(config.url.clone())
-        .headers(request_headers(&config.headers, parser.last_event_id()));
-    let mut response = match request.send().await {
-        Ok(response) => response,
-        Err(err) => return Ok(Outcome::NoConnection(http::describe(&err))),
+    let request = client.get(config.url.clone()).headers(request_headers(
+        &config.headers,
+        config.token.as_deref(),
+        parser.last_event_id(),
+    ));
+    let mut response = match tokio::time::timeout(config.connect_timeout, request.send()).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => return Ok(Outcome::NoConnection(http::describe(&err))),
+        Err(_) => {
+            return Ok(Outcome::NoConnection(format!(
+                "no response within {}",
+                humantime::format_duration(config.connect_timeout)
+            )))
+        }
     };
     let status = response.status();
     if status == StatusCode::NO_CONTENT {
         return Ok(Outcome::Stopped(Stopped::NoContent));
+    }
+    if reconnecting && is_retryable(status) {
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| reconnect::parse_retry_after(v, std::time::SystemTime::now()));
+        return Ok(Outcome::Unavailable {
+            status: http::describe_status(response).await,
+            retry_after,
+        });
     }
     if status != StatusCode::OK {
         return Err(WatchError::Status {
@@ -282,6 +356,7 @@ async fn connect_once<W: Write>(
             ),
         });
     }
+    *failures = 0;
     if reconnecting {
         on_notice(&Notice::Reconnected {
             last_event_id: parser.last_event_id().to_string(),
@@ -289,10 +364,10 @@ async fn connect_once<W: Write>(
     }
 
     loop {
-        let chunk = match response.chunk().await {
+        let chunk = match next_chunk(&mut response, config.idle_timeout).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => return Ok(Outcome::Ended),
-            Err(err) => return Ok(Outcome::Broke(http::describe(&err))),
+            Err(cause) => return Ok(Outcome::Broke(cause)),
         };
         let mut write_error = None;
         let mut done = false;
@@ -323,12 +398,46 @@ async fn connect_once<W: Write>(
     }
 }
 
-/// The request headers: the EventSource defaults, then the user's `-H`
-/// headers (replacing defaults of the same name), then `Last-Event-ID`.
-fn request_headers(extra: &[Header], last_event_id: &str) -> HeaderMap {
+/// Statuses that, on a reconnect, mean "not now" rather than "never": any
+/// 5xx (a proxy whose upstream is restarting, an overloaded server) and
+/// 429 Too Many Requests.
+fn is_retryable(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// The next piece of the body; `Err` says why the stream broke, including
+/// silence longer than `idle`.
+async fn next_chunk(
+    response: &mut reqwest::Response,
+    idle: Option<Duration>,
+) -> Result<Option<bytes::Bytes>, String> {
+    let chunk = match idle {
+        None => response.chunk().await,
+        Some(idle) => match tokio::time::timeout(idle, response.chunk()).await {
+            Ok(chunk) => chunk,
+            Err(_) => {
+                return Err(format!(
+                    "nothing received for {}",
+                    humantime::format_duration(idle)
+                ))
+            }
+        },
+    };
+    chunk.map_err(|err| http::describe(&err))
+}
+
+/// The request headers: the EventSource defaults and `--token`'s
+/// `Authorization`, then the user's `-H` headers (replacing defaults of the
+/// same name), then `Last-Event-ID`.
+fn request_headers(extra: &[Header], token: Option<&str>, last_event_id: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The flag's parser checked that the token fits in a header.
+    if let Some(Ok(mut value)) = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
     for header in extra {
         headers.remove(&header.name);
     }
@@ -395,7 +504,10 @@ pub async fn run(args: WatchArgs) -> Result<(), WatchError> {
     let human = !args.json;
     let mut printer = Printer::new(stdout, format);
     let result = watch(&config, &mut printer, |notice| {
-        if human {
+        // `--json` keeps stderr for what went wrong; routine reconnects
+        // after a stream ended are for humans only.
+        let failure = matches!(notice, Notice::Reconnecting { failure: true, .. });
+        if human || failure {
             eprintln!("sse-cli: {notice}");
         }
     })
@@ -433,24 +545,33 @@ mod tests {
     }
 
     #[test]
-    fn retry_flag_beats_server_beats_default() {
-        let s = Duration::from_secs;
-        assert_eq!(reconnect_delay(Some(s(1)), Some(s(2))), s(1));
-        assert_eq!(reconnect_delay(None, Some(s(2))), s(2));
-        assert_eq!(reconnect_delay(None, None), DEFAULT_RETRY);
-    }
-
-    #[test]
     fn user_headers_replace_defaults_and_last_event_id_is_sent() {
         let accept = crate::cli::parse_header("Accept: text/event-stream, */*").unwrap();
         let extra = crate::cli::parse_header("X-A: 1").unwrap();
-        let headers = request_headers(&[accept, extra.clone(), extra], "42");
+        let headers = request_headers(&[accept, extra.clone(), extra], Some("t0k"), "42");
         assert_eq!(headers.get_all(ACCEPT).iter().count(), 1);
         assert_eq!(headers[ACCEPT], "text/event-stream, */*");
         assert_eq!(headers[CACHE_CONTROL], "no-cache");
         assert_eq!(headers.get_all("x-a").iter().count(), 2);
         assert_eq!(headers[LAST_EVENT_ID], "42");
-        assert!(request_headers(&[], "").get(LAST_EVENT_ID).is_none());
+        assert_eq!(headers[AUTHORIZATION], "Bearer t0k");
+        assert!(headers[AUTHORIZATION].is_sensitive());
+        assert!(request_headers(&[], None, "").get(LAST_EVENT_ID).is_none());
+        assert!(request_headers(&[], None, "").get(AUTHORIZATION).is_none());
+        let own = crate::cli::parse_header("Authorization: Basic x").unwrap();
+        let headers = request_headers(&[own], Some("t0k"), "");
+        assert_eq!(headers.get_all(AUTHORIZATION).iter().count(), 1);
+        assert_eq!(headers[AUTHORIZATION], "Basic x", "-H replaces --token");
+    }
+
+    #[test]
+    fn retryable_statuses_are_5xx_and_429() {
+        for code in [500, 502, 503, 504, 429] {
+            assert!(is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [200, 204, 301, 400, 401, 403, 404, 410] {
+            assert!(!is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
     }
 
     #[test]
@@ -458,6 +579,7 @@ mod tests {
         let n = Notice::Reconnecting {
             reason: "stream ended".into(),
             delay: Duration::from_millis(1500),
+            failure: false,
         };
         assert_eq!(n.to_string(), "stream ended; reconnecting in 1s 500ms");
         let n = Notice::Reconnected {

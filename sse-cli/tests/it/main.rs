@@ -6,6 +6,7 @@ mod eventsource_stream;
 mod fixtures;
 mod parser;
 mod publish;
+mod reconnect;
 mod support;
 mod terminal;
 mod watch;
