@@ -276,7 +276,8 @@ async fn heartbeat_comments_keep_the_idle_timeout_at_bay() {
 
 #[tokio::test]
 async fn idle_timeout_with_no_reconnect_is_an_error() {
-    let server = TestServer::start(|_, _| Reply::sse(vec![b"data: one\n\n".to_vec()]).hold_open()).await;
+    let server =
+        TestServer::start(|_, _| Reply::sse(vec![b"data: one\n\n".to_vec()]).hold_open()).await;
     let run = run_cli(&[
         "watch",
         "--no-reconnect",
@@ -316,14 +317,20 @@ async fn token_and_url_come_from_flags_or_the_environment() {
     let run = run_cli_with(
         &["watch", "--no-reconnect"],
         b"",
-        &[("SSE_WATCH_URL", Some(&url)), ("SSE_TOKEN", Some("from-env"))],
+        &[
+            ("SSE_WATCH_URL", Some(&url)),
+            ("SSE_TOKEN", Some("from-env")),
+        ],
     )
     .await;
     assert!(run.status.success(), "{run:?}");
     let run = run_cli_with(
         &["watch", "--no-reconnect", "-H", "Authorization: Basic eA=="],
         b"",
-        &[("SSE_WATCH_URL", Some(&url)), ("SSE_TOKEN", Some("ignored"))],
+        &[
+            ("SSE_WATCH_URL", Some(&url)),
+            ("SSE_TOKEN", Some("ignored")),
+        ],
     )
     .await;
     assert!(run.status.success(), "{run:?}");
