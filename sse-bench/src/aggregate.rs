@@ -36,7 +36,12 @@ pub enum Msg {
         kind: String,
     },
     /// Latencies of distinct deliveries, in µs.
-    Latencies(Vec<u32>),
+    Latencies {
+        /// Receipt time of the first, unix ns (all are from the same second).
+        at_ns: u64,
+        /// The latencies.
+        values: Vec<u32>,
+    },
     /// The client finished (at the end of the run or because its stream broke).
     Done(ClientSummary),
 }
@@ -234,8 +239,8 @@ impl Aggregator {
                     .saturating_record(connect_us.clamp(1, MAX_TRACKABLE_US));
             }
             Msg::Failed { kind } => *self.errors.entry(kind).or_default() += 1,
-            Msg::Latencies(batch) => {
-                for us in batch {
+            Msg::Latencies { values, .. } => {
+                for us in values {
                     let v = u64::from(us).clamp(1, MAX_TRACKABLE_US);
                     self.latency.saturating_record(v);
                     self.recent.saturating_record(v);
@@ -324,7 +329,11 @@ mod tests {
         let agg =
             tokio::spawn(Aggregator::new(counters).run(rx, std::time::Duration::from_millis(50)));
         tx.send(Msg::Connected { connect_us: 500 }).unwrap();
-        tx.send(Msg::Latencies(vec![1000, 2000, 3000])).unwrap();
+        tx.send(Msg::Latencies {
+            at_ns: 0,
+            values: vec![1000, 2000, 3000],
+        })
+        .unwrap();
         tx.send(Msg::Done(ClientSummary {
             distinct: 10,
             duplicated: 1,

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use sse_cli::cli::Header;
+
+use crate::compat::parse_duration;
 
 /// Clients opened when `--clients` is not given: enough to see fan-out cost,
 /// few enough to run anywhere.
@@ -100,8 +103,8 @@ pub struct Cli {
 
     /// Extra header on publish requests, 'Name: value' (repeatable), e.g.
     /// 'Authorization: Bearer TOKEN'.
-    #[arg(long = "pub-header", value_name = "HEADER")]
-    pub pub_headers: Vec<String>,
+    #[arg(long = "pub-header", value_name = "HEADER", value_parser = sse_cli::cli::parse_header)]
+    pub pub_headers: Vec<Header>,
 
     /// PID of the server under test (repeatable): its CPU time and resident
     /// memory, with all its descendant processes, are reported.
@@ -156,10 +159,6 @@ pub struct Cli {
     /// origin for Pushpin on this address and exit on SIGTERM/SIGINT.
     #[arg(long, hide = true, value_name = "ADDR")]
     pub grip_origin: Option<SocketAddr>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 500ms)"))
 }
 
 fn parse_positive_f64(s: &str) -> Result<f64, String> {

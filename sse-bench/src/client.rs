@@ -1,31 +1,32 @@
 //! One lightweight task per SSE connection: a raw HTTP/1.1 GET over a tokio
-//! `TcpStream`, the body de-chunked in place and fed to the shared
-//! spec-exact parser of `sse-cli`, each delivery checked against its
-//! sequence number and timed against its intended send time.
+//! `TcpStream` ([`http1`](crate::http1) reads the head and undoes the body
+//! framing), the body fed to the shared spec-exact parser of `sse-cli`, each
+//! delivery checked against its sequence number ([`seq`](crate::seq)) and
+//! timed against its intended send time.
 //!
 //! Per client the state is a read buffer, the parser, a 128-event sequence
 //! window and a small latency batch: a few KiB, no histogram.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use sse_cli::parse::Parser;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::aggregate::{ClientSummary, Counters, Msg};
+use crate::aggregate::{Counters, Msg};
+use crate::http1::{self, Framing, Head};
 use crate::payload;
+use crate::seq::SeqTracker;
 
 /// Bytes read per `read()` call: holds a dozen 128-byte events when a client
 /// is behind, while keeping per-client memory small (the goal is < 10 KB).
 pub const READ_BUF_BYTES: usize = 4096;
-
-/// Largest response head accepted; a server sending more is misbehaving.
-const MAX_HEAD_BYTES: usize = READ_BUF_BYTES;
 
 /// Latencies a client collects before handing them to the aggregator in one
 /// message: amortises channel cost while keeping the live p99 fresh.
@@ -35,59 +36,23 @@ pub const LATENCY_BATCH: usize = 32;
 /// this old, so the live p99 stays current at low event rates.
 pub const LATENCY_BATCH_MAX_AGE_NS: u64 = 1_000_000_000;
 
-/// Width of the per-client window used to tell duplicates from late
-/// arrivals (in events behind the newest one seen).
-const SEQ_WINDOW: u64 = 128;
+/// Largest event (line or data) a client's parser accepts: far above any
+/// `--payload` a run uses (the payload is checked against it), and small
+/// enough that a server streaming garbage without line ends cannot make
+/// 10,000 clients hold a megabyte each.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 /// Where and how clients connect; shared by all clients of a process.
 #[derive(Debug)]
 pub struct Target {
     /// Resolved server address.
     pub addr: SocketAddr,
-    /// The complete request, built once.
-    pub request: Vec<u8>,
+    /// The request without its final empty line, built once.
+    pub request_head: String,
     /// Source addresses to bind before connecting, round-robin by client index.
     pub source_ips: Vec<IpAddr>,
     /// Deadline for TCP connect plus response head.
     pub connect_timeout: Duration,
-}
-
-/// Splits a plain `http://host[:port]/path?query` URL.
-///
-/// # Errors
-/// On any other scheme or a URL without a host.
-pub fn split_http_url(url: &str) -> anyhow::Result<(String, u16, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url:?}: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        bail!("{url:?}: no host");
-    }
-    let (host, port_text) = if authority.starts_with('[') {
-        // IPv6 literal: [addr] or [addr]:port
-        let end = authority
-            .find(']')
-            .with_context(|| format!("{url:?}: unclosed ["))?;
-        let after = &authority[end + 1..];
-        (&authority[..=end], after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let port = match port_text {
-        Some(p) => p
-            .parse()
-            .with_context(|| format!("{url:?}: bad port {p:?}"))?,
-        None => 80,
-    };
-    let host = host.to_string();
-    Ok((host, port, path.to_string()))
 }
 
 impl Target {
@@ -100,7 +65,7 @@ impl Target {
         source_ips: Vec<IpAddr>,
         connect_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let (host, port, path) = split_http_url(sub_url)?;
+        let (host, port, path) = http1::split_http_url(sub_url)?;
         let lookup_host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -115,176 +80,30 @@ impl Target {
         } else {
             format!("{host}:{port}")
         };
-        let request = format!(
+        let request_head = format!(
             "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: text/event-stream\r\n\
-             Cache-Control: no-cache\r\nUser-Agent: sse-bench/{}\r\n\r\n",
+             Cache-Control: no-cache\r\nUser-Agent: sse-bench/{}\r\n",
             env!("CARGO_PKG_VERSION")
-        )
-        .into_bytes();
+        );
         Ok(Self {
             addr,
-            request,
+            request_head,
             source_ips,
             connect_timeout,
         })
     }
-}
 
-/// Counts distinct, duplicated and out-of-order sequence numbers with a
-/// fixed-size window (no per-event memory).
-#[derive(Debug, Default)]
-pub struct SeqTracker {
-    newest: Option<u64>,
-    /// Bit `i` set: event `newest - i` was received.
-    window: u128,
-    /// Totals so far.
-    pub summary: ClientSummary,
-}
-
-impl SeqTracker {
-    /// Records `seq`; true when it is a first delivery.
-    pub fn observe(&mut self, seq: u64) -> bool {
-        let s = &mut self.summary;
-        match self.newest {
-            None => {
-                self.newest = Some(seq);
-                self.window = 1;
-            }
-            Some(newest) if seq > newest => {
-                let shift = seq - newest;
-                self.window = if shift >= SEQ_WINDOW {
-                    0
-                } else {
-                    self.window << shift
-                };
-                self.window |= 1;
-                self.newest = Some(seq);
-            }
-            Some(newest) => {
-                let behind = newest - seq;
-                if behind < SEQ_WINDOW {
-                    let bit = 1u128 << behind;
-                    if self.window & bit != 0 {
-                        s.duplicated += 1;
-                        return false;
-                    }
-                    self.window |= bit;
-                }
-                // Older than the window: cannot tell a duplicate from a
-                // late arrival, and with 128 events of slack neither happens
-                // in practice; counted as out of order.
-                s.out_of_order += 1;
-            }
+    /// The request bytes, with `Last-Event-ID` when resuming.
+    fn request(&self, last_event_id: &str) -> Vec<u8> {
+        let mut r = String::with_capacity(self.request_head.len() + 64);
+        r.push_str(&self.request_head);
+        if !last_event_id.is_empty() {
+            r.push_str("Last-Event-ID: ");
+            r.push_str(last_event_id);
+            r.push_str("\r\n");
         }
-        s.distinct += 1;
-        true
-    }
-}
-
-/// HTTP/1.1 body framing of the stream.
-#[derive(Debug)]
-enum Framing {
-    /// Read until the server closes.
-    Close,
-    /// `Content-Length` bytes left.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked(Chunked),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Chunked {
-    /// Reading the hex size line.
-    Size { value: u64, digits: u8, ext: bool },
-    /// Inside a chunk, this many bytes left.
-    Data(u64),
-    /// After a chunk, skipping its CRLF.
-    DataEnd,
-    /// The last chunk arrived.
-    Done,
-}
-
-impl Framing {
-    /// Calls `body` with each body slice of `input`; returns false when the
-    /// body is complete.
-    fn decode(
-        &mut self,
-        mut input: &[u8],
-        mut body: impl FnMut(&[u8]) -> anyhow::Result<()>,
-    ) -> anyhow::Result<bool> {
-        match self {
-            Framing::Close => {
-                body(input)?;
-                Ok(true)
-            }
-            Framing::Length(left) => {
-                let n = usize::try_from(*left)
-                    .unwrap_or(usize::MAX)
-                    .min(input.len());
-                body(&input[..n])?;
-                *left -= n as u64;
-                Ok(*left > 0)
-            }
-            Framing::Chunked(state) => {
-                while !input.is_empty() {
-                    match state {
-                        Chunked::Size { value, digits, ext } => {
-                            let b = input[0];
-                            input = &input[1..];
-                            match b {
-                                b'\n' => {
-                                    if *digits == 0 {
-                                        bail!("bad chunk size line");
-                                    }
-                                    *state = if *value == 0 {
-                                        Chunked::Done
-                                    } else {
-                                        Chunked::Data(*value)
-                                    };
-                                }
-                                b'\r' => {}
-                                _ if *ext => {}
-                                b';' | b' ' | b'\t' => *ext = true,
-                                _ => {
-                                    let d = char::from(b).to_digit(16).context("bad chunk size")?;
-                                    *digits = digits.saturating_add(1);
-                                    if *digits > 15 {
-                                        bail!("chunk size too large");
-                                    }
-                                    *value = *value * 16 + u64::from(d);
-                                }
-                            }
-                        }
-                        Chunked::Data(left) => {
-                            let n = usize::try_from(*left)
-                                .unwrap_or(usize::MAX)
-                                .min(input.len());
-                            body(&input[..n])?;
-                            input = &input[n..];
-                            *left -= n as u64;
-                            if *left == 0 {
-                                *state = Chunked::DataEnd;
-                            }
-                        }
-                        Chunked::DataEnd => {
-                            let b = input[0];
-                            input = &input[1..];
-                            if b == b'\n' {
-                                *state = Chunked::Size {
-                                    value: 0,
-                                    digits: 0,
-                                    ext: false,
-                                };
-                            } else if b != b'\r' {
-                                bail!("missing CRLF after chunk");
-                            }
-                        }
-                        Chunked::Done => return Ok(false),
-                    }
-                }
-                Ok(!matches!(state, Chunked::Done))
-            }
-        }
+        r.push_str("\r\n");
+        r.into_bytes()
     }
 }
 
@@ -307,92 +126,273 @@ pub fn io_kind(e: &std::io::Error) -> String {
     }
 }
 
-/// A failure while opening the stream, with its report kind.
+/// A failure while opening the stream.
 #[derive(Debug)]
-struct OpenError(String);
+pub struct OpenError {
+    /// Report key (`refused`, `http 503`, `timeout`, ...).
+    pub kind: String,
+    /// The server's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
+}
 
-/// Opens the stream: TCP connect (bound to a source address if given),
-/// request, and a `200 text/event-stream` response head. Returns the stream,
-/// the body framing and how many bytes of `buf` already belong to the body
-/// (they start at `body_start`).
-async fn open(
+impl OpenError {
+    fn new(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// An open stream: the socket, its body framing, and the body bytes that
+/// arrived with the head (`pending` in the read buffer).
+pub struct Conn {
+    stream: TcpStream,
+    framing: Framing,
+    pending: Range<usize>,
+}
+
+/// How a connection is opened beyond the target's defaults.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SocketOptions {
+    /// Kernel receive buffer, bytes (small for clients that read slowly, so
+    /// the server sees the back-pressure instead of the kernel hiding it).
+    pub recv_buffer: Option<u32>,
+}
+
+/// TCP connect, bound to the client's source address if any.
+async fn tcp_connect(
     target: &Target,
     index: usize,
-    buf: &mut [u8],
-) -> Result<(TcpStream, Framing, usize, usize), OpenError> {
-    let io = |e: std::io::Error| OpenError(io_kind(&e));
-    let mut stream = match target
+    opts: SocketOptions,
+) -> std::io::Result<TcpStream> {
+    let ip = target
         .source_ips
-        .get(index % target.source_ips.len().max(1))
-    {
-        Some(ip) => {
-            let socket = if ip.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            }
-            .map_err(io)?;
-            if ip.is_ipv4() {
-                // Best effort: without it binds are slower, not wrong.
-                let _ =
-                    crate::limits::bind_address_no_port(std::os::fd::AsRawFd::as_raw_fd(&socket));
-            }
-            socket.bind(SocketAddr::new(*ip, 0)).map_err(io)?;
-            socket.connect(target.addr).await.map_err(io)?
+        .get(index % target.source_ips.len().max(1));
+    if ip.is_none() && opts.recv_buffer.is_none() {
+        return TcpStream::connect(target.addr).await;
+    }
+    let v4 = ip.map_or(target.addr.is_ipv4(), IpAddr::is_ipv4);
+    let socket = if v4 {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    if let Some(bytes) = opts.recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    if let Some(ip) = ip {
+        if v4 {
+            // Best effort: without it binds are slower, not wrong.
+            let _ = crate::limits::bind_address_no_port(std::os::fd::AsRawFd::as_raw_fd(&socket));
         }
-        None => TcpStream::connect(target.addr).await.map_err(io)?,
-    };
+        socket.bind(SocketAddr::new(*ip, 0))?;
+    }
+    socket.connect(target.addr).await
+}
+
+/// Opens the stream: TCP connect, request (with `Last-Event-ID` when
+/// resuming), and a `200 text/event-stream` response head, within the
+/// target's connect timeout.
+///
+/// # Errors
+/// Why the stream did not open, as a report key.
+pub async fn open(
+    target: &Target,
+    index: usize,
+    last_event_id: &str,
+    opts: SocketOptions,
+    buf: &mut [u8],
+) -> Result<Conn, OpenError> {
+    match tokio::time::timeout(
+        target.connect_timeout,
+        open_inner(target, index, last_event_id, opts, buf),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(OpenError::new("timeout")),
+    }
+}
+
+async fn open_inner(
+    target: &Target,
+    index: usize,
+    last_event_id: &str,
+    opts: SocketOptions,
+    buf: &mut [u8],
+) -> Result<Conn, OpenError> {
+    let io = |e: std::io::Error| OpenError::new(io_kind(&e));
+    let mut stream = tcp_connect(target, index, opts).await.map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
-    stream.write_all(&target.request).await.map_err(io)?;
+    stream
+        .write_all(&target.request(last_event_id))
+        .await
+        .map_err(io)?;
+    let limit = buf.len().min(http1::MAX_HEAD_BYTES);
     let mut filled = 0;
     loop {
-        if filled == buf.len().min(MAX_HEAD_BYTES) {
-            return Err(OpenError("response head too large".into()));
+        if filled == limit {
+            return Err(OpenError::new("response head too large"));
         }
-        let n = stream.read(&mut buf[filled..]).await.map_err(io)?;
+        let n = stream.read(&mut buf[filled..limit]).await.map_err(io)?;
         if n == 0 {
-            return Err(OpenError("closed before response".into()));
+            return Err(OpenError::new("closed before response"));
         }
         filled += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf[..filled]) {
-            Ok(httparse::Status::Partial) => continue,
-            Err(_) => return Err(OpenError("malformed response".into())),
-            Ok(httparse::Status::Complete(head_len)) => {
-                let code = resp.code.unwrap_or(0);
-                if code != 200 {
-                    return Err(OpenError(format!("http {code}")));
-                }
-                let mut framing = Framing::Close;
-                let mut content_type_ok = false;
-                for h in resp.headers.iter() {
-                    let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-                    if h.name.eq_ignore_ascii_case("content-type") {
-                        let essence = value.split(';').next().unwrap_or("").trim();
-                        content_type_ok = essence.eq_ignore_ascii_case("text/event-stream");
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        if value.to_ascii_lowercase().ends_with("chunked") {
-                            framing = Framing::Chunked(Chunked::Size {
-                                value: 0,
-                                digits: 0,
-                                ext: false,
-                            });
-                        }
-                    } else if h.name.eq_ignore_ascii_case("content-length")
-                        && !matches!(framing, Framing::Chunked(_))
-                    {
-                        let len = value
-                            .parse()
-                            .map_err(|_| OpenError("bad content-length".into()))?;
-                        framing = Framing::Length(len);
-                    }
-                }
-                if !content_type_ok {
-                    return Err(OpenError("not text/event-stream".into()));
-                }
-                return Ok((stream, framing, head_len, filled));
+        match http1::parse_head(&buf[..filled]).map_err(OpenError::new)? {
+            None => continue,
+            Some(Head::Refused { kind, retry_after }) => {
+                return Err(OpenError {
+                    kind,
+                    retry_after: retry_after.map(Duration::from_secs),
+                })
             }
+            Some(Head::Stream { framing, len }) => {
+                return Ok(Conn {
+                    stream,
+                    framing,
+                    pending: len..filled,
+                })
+            }
+        }
+    }
+}
+
+/// Latencies waiting to be handed to the aggregator.
+#[derive(Default)]
+struct LatencyBatch {
+    values: Vec<u32>,
+    /// Receipt time of the batch's first sample.
+    started_ns: u64,
+}
+
+impl LatencyBatch {
+    fn push(&mut self, now_ns: u64, us: u64) {
+        if self.values.is_empty() {
+            self.started_ns = now_ns;
+        }
+        self.values.push(u32::try_from(us).unwrap_or(u32::MAX));
+    }
+
+    /// Hands the batch over when it is full, old, or from an earlier
+    /// second than `now_ns` (so the per-second timeline stays exact).
+    fn flush_if_due(&mut self, now_ns: u64, tx: &mpsc::UnboundedSender<Msg>) {
+        let due = self.values.len() >= LATENCY_BATCH
+            || now_ns.saturating_sub(self.started_ns) >= LATENCY_BATCH_MAX_AGE_NS
+            || now_ns / 1_000_000_000 != self.started_ns / 1_000_000_000;
+        if due && !self.values.is_empty() {
+            self.flush(tx);
+        }
+    }
+
+    fn flush(&mut self, tx: &mpsc::UnboundedSender<Msg>) {
+        if !self.values.is_empty() {
+            let values = std::mem::replace(&mut self.values, Vec::with_capacity(LATENCY_BATCH));
+            let _ = tx.send(Msg::Latencies {
+                at_ns: self.started_ns,
+                values,
+            });
+        }
+    }
+}
+
+/// What one client has received, across its connections.
+pub struct Deliveries {
+    parser: Parser,
+    tracker: SeqTracker,
+    batch: LatencyBatch,
+}
+
+impl Deliveries {
+    fn new() -> Self {
+        Self {
+            parser: Parser::with_max_event_size(MAX_EVENT_BYTES),
+            tracker: SeqTracker::default(),
+            batch: LatencyBatch::default(),
+        }
+    }
+
+    /// Feeds raw body bytes (still framed); returns false when the body
+    /// ended.
+    fn on_bytes(
+        &mut self,
+        framing: &mut Framing,
+        chunk: &[u8],
+        counters: &Counters,
+        tx: &mpsc::UnboundedSender<Msg>,
+    ) -> anyhow::Result<bool> {
+        let now = payload::now_ns();
+        let mut events = 0u64;
+        let before = self.tracker.summary.distinct;
+        let Self {
+            parser,
+            tracker,
+            batch,
+        } = self;
+        let result = framing.decode(chunk, |body| {
+            parser
+                .feed(body, |ev| {
+                    events += 1;
+                    match payload::decode(&ev.data) {
+                        Some((seq, intended)) => {
+                            if tracker.observe(seq) {
+                                batch.push(now, now.saturating_sub(intended) / 1000);
+                            }
+                        }
+                        None => tracker.summary.foreign += 1,
+                    }
+                })
+                .map_err(anyhow::Error::from)
+        });
+        counters
+            .bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if events > 0 {
+            counters.events.fetch_add(events, Ordering::Relaxed);
+            counters
+                .distinct
+                .fetch_add(self.tracker.summary.distinct - before, Ordering::Relaxed);
+        }
+        self.batch.flush_if_due(now, tx);
+        result
+    }
+}
+
+/// How a connection's reading ended.
+enum End {
+    /// The run is stopping.
+    Stopped,
+    /// The stream ended or broke; the report key says how.
+    Broken(String),
+}
+
+/// Reads one connection until it ends or `stopped` fires.
+async fn read_stream(
+    conn: &mut Conn,
+    buf: &mut [u8],
+    deliveries: &mut Deliveries,
+    counters: &Counters,
+    tx: &mpsc::UnboundedSender<Msg>,
+    mut stopped: std::pin::Pin<&mut impl std::future::Future>,
+) -> End {
+    loop {
+        if !conn.pending.is_empty() {
+            let chunk = &buf[conn.pending.clone()];
+            match deliveries.on_bytes(&mut conn.framing, chunk, counters, tx) {
+                Ok(true) => {}
+                Ok(false) => return End::Broken("stream ended".into()),
+                Err(e) => return End::Broken(format!("bad stream: {e}")),
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return End::Stopped,
+            r = conn.stream.read(buf) => match r {
+                Ok(0) => return End::Broken("closed by server".into()),
+                Ok(n) => conn.pending = 0..n,
+                Err(e) => return End::Broken(io_kind(&e)),
+            },
         }
     }
 }
@@ -408,19 +408,11 @@ pub async fn run(
 ) {
     let mut buf = vec![0u8; READ_BUF_BYTES];
     let started = Instant::now();
-    let opened = tokio::time::timeout(target.connect_timeout, open(&target, index, &mut buf)).await;
-    let (mut stream, mut framing, body_start, filled) = match opened {
-        Ok(Ok(v)) => v,
-        Ok(Err(OpenError(kind))) => {
+    let mut conn = match open(&target, index, "", SocketOptions::default(), &mut buf).await {
+        Ok(c) => c,
+        Err(e) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(Msg::Failed { kind });
-            return;
-        }
-        Err(_) => {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(Msg::Failed {
-                kind: "timeout".into(),
-            });
+            let _ = tx.send(Msg::Failed { kind: e.kind });
             return;
         }
     };
@@ -428,96 +420,26 @@ pub async fn run(
     let _ = tx.send(Msg::Connected { connect_us });
     counters.connected.fetch_add(1, Ordering::Relaxed);
 
-    let mut parser = Parser::new();
-    let mut tracker = SeqTracker::default();
-    let mut batch: Vec<u32> = Vec::new();
-    // Receipt time of the batch's first sample.
-    let mut batch_started_ns = 0u64;
-    let mut failure: Option<String> = None;
-
-    // Body bytes that arrived with the head.
-    let mut pending = body_start..filled;
+    let mut deliveries = Deliveries::new();
     // One stop future for the whole stream: re-creating it on every wake-up
     // would re-register with the watch channel for every event.
     let mut stop_signal = stop.clone();
     let stopped = stop_signal.changed();
     tokio::pin!(stopped);
-    loop {
-        if !pending.is_empty() {
-            let now = payload::now_ns();
-            let chunk = &buf[pending.clone()];
-            let mut events = 0u64;
-            let before = tracker.summary.distinct;
-            let result = framing.decode(chunk, |body| {
-                parser
-                    .feed(body, |ev| {
-                        events += 1;
-                        match payload::decode(&ev.data) {
-                            Some((seq, intended)) => {
-                                if tracker.observe(seq) {
-                                    let us = now.saturating_sub(intended) / 1000;
-                                    if batch.is_empty() {
-                                        batch_started_ns = now;
-                                    }
-                                    batch.push(u32::try_from(us).unwrap_or(u32::MAX));
-                                }
-                            }
-                            None => tracker.summary.foreign += 1,
-                        }
-                    })
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))
-            });
-            counters
-                .bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if events > 0 {
-                counters.events.fetch_add(events, Ordering::Relaxed);
-                counters
-                    .distinct
-                    .fetch_add(tracker.summary.distinct - before, Ordering::Relaxed);
-            }
-            if batch.len() >= LATENCY_BATCH
-                || (!batch.is_empty()
-                    && now.saturating_sub(batch_started_ns) >= LATENCY_BATCH_MAX_AGE_NS)
-            {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(LATENCY_BATCH));
-                let _ = tx.send(Msg::Latencies(full));
-            }
-            match result {
-                Ok(true) => {}
-                Ok(false) => {
-                    failure = Some("stream ended".into());
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(format!("bad stream: {e}"));
-                    break;
-                }
-            }
-        }
-        tokio::select! {
-            biased;
-            _ = &mut stopped => break,
-            r = stream.read(&mut buf) => match r {
-                Ok(0) => {
-                    failure = Some("closed by server".into());
-                    break;
-                }
-                Ok(n) => pending = 0..n,
-                Err(e) => {
-                    failure = Some(io_kind(&e));
-                    break;
-                }
-            },
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.send(Msg::Latencies(batch));
-    }
-    let mut summary = tracker.summary;
-    if let Some(kind) = failure {
-        // A stream that ends before the run does is an error, unless the
-        // run was already stopping.
+    let end = read_stream(
+        &mut conn,
+        &mut buf,
+        &mut deliveries,
+        &counters,
+        &tx,
+        stopped.as_mut(),
+    )
+    .await;
+    deliveries.batch.flush(&tx);
+    let mut summary = deliveries.tracker.summary;
+    // A stream that ends before the run does is an error, unless the run
+    // was already stopping.
+    if let End::Broken(kind) = end {
         if !*stop.borrow() {
             summary.dropped = true;
             counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -527,82 +449,4 @@ pub async fn run(
         }
     }
     let _ = tx.send(Msg::Done(summary));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tracker_counts_duplicates_and_late_events() {
-        let mut t = SeqTracker::default();
-        for seq in [0, 1, 3, 2, 3, 5, 5, 4] {
-            t.observe(seq);
-        }
-        assert_eq!(t.summary.distinct, 6);
-        assert_eq!(t.summary.duplicated, 2);
-        assert_eq!(t.summary.out_of_order, 2);
-    }
-
-    #[test]
-    fn tracker_handles_big_gaps() {
-        let mut t = SeqTracker::default();
-        t.observe(0);
-        t.observe(1000);
-        t.observe(1000);
-        t.observe(999);
-        assert_eq!(t.summary.distinct, 3);
-        assert_eq!(t.summary.duplicated, 1);
-        assert_eq!(t.summary.out_of_order, 1);
-    }
-
-    #[test]
-    fn chunked_bodies_are_decoded_across_reads() {
-        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-        for split in 0..wire.len() {
-            let mut f = Framing::Chunked(Chunked::Size {
-                value: 0,
-                digits: 0,
-                ext: false,
-            });
-            let mut out = Vec::new();
-            let more = f.decode(&wire[..split], |b| {
-                out.extend_from_slice(b);
-                Ok(())
-            });
-            // The body is complete once the last-chunk line is in.
-            assert_eq!(more.unwrap(), split < wire.len() - 2, "split at {split}");
-            let more = f.decode(&wire[split..], |b| {
-                out.extend_from_slice(b);
-                Ok(())
-            });
-            assert!(!more.unwrap(), "split at {split}");
-            assert_eq!(out, b"hello world");
-        }
-        let mut f = Framing::Chunked(Chunked::Size {
-            value: 0,
-            digits: 0,
-            ext: false,
-        });
-        assert!(f.decode(b"zz\r\n", |_| Ok(())).is_err());
-    }
-
-    #[test]
-    fn urls_split() {
-        assert_eq!(
-            split_http_url("http://127.0.0.1:3000/sse?topic=a").unwrap(),
-            ("127.0.0.1".to_string(), 3000, "/sse?topic=a".to_string())
-        );
-        assert_eq!(
-            split_http_url("http://localhost").unwrap(),
-            ("localhost".to_string(), 80, "/".to_string())
-        );
-        assert_eq!(
-            split_http_url("http://[::1]:8080/s").unwrap(),
-            ("[::1]".to_string(), 8080, "/s".to_string())
-        );
-        assert_eq!(split_http_url("http://[::1]").unwrap().1, 80);
-        assert!(split_http_url("https://x/").is_err());
-        assert!(split_http_url("http://h:notaport/").is_err());
-    }
 }

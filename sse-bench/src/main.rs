@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use sse_bench::cli::Cli;
-use sse_bench::report::{self, Report};
+use sse_bench::print;
+use sse_bench::report::Report;
 
 /// Exit status when the run could not start or its input was unusable.
 const EXIT_USAGE: u8 = 2;
@@ -40,7 +41,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if cli.worker {
-        sse_bench::run::worker(&cli).await?;
+        sse_bench::worker::run(&cli).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if !cli.table.is_empty() {
@@ -52,14 +53,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             reports.push(r);
         }
-        print!("{}", report::side_by_side(&reports));
+        print!("{}", print::side_by_side(&reports));
         return Ok(ExitCode::SUCCESS);
     }
     let r = sse_bench::run::run(&cli).await?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", r.render());
+        print!("{}", print::render(&r));
     }
     Ok(if r.ok {
         ExitCode::SUCCESS

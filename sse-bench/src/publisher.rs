@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use sse_cli::cli::Header;
 
 use crate::payload;
 
@@ -61,11 +62,12 @@ pub struct PublishSpec {
     pub payload: usize,
 }
 
-/// Parses `'Name: value'` header arguments plus the content type.
+/// The publish headers: the content type and the `--pub-header`s (parsed
+/// by `sse-cli`'s `-H` parser, so both tools read `Name: value` alike).
 ///
 /// # Errors
-/// On a header without a colon or with an invalid name or value.
-pub fn headers(content_type: &str, extra: &[String]) -> anyhow::Result<HeaderMap> {
+/// When the content type is not a valid header value.
+pub fn headers(content_type: &str, extra: &[Header]) -> anyhow::Result<HeaderMap> {
     let mut map = HeaderMap::new();
     map.insert(
         CONTENT_TYPE,
@@ -73,14 +75,7 @@ pub fn headers(content_type: &str, extra: &[String]) -> anyhow::Result<HeaderMap
             .with_context(|| format!("bad content type {content_type:?}"))?,
     );
     for h in extra {
-        let (name, value) = h
-            .split_once(':')
-            .with_context(|| format!("header {h:?} is not 'Name: value'"))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .with_context(|| format!("bad header name in {h:?}"))?;
-        let value = HeaderValue::from_str(value.trim())
-            .with_context(|| format!("bad header value in {h:?}"))?;
-        map.append(name, value);
+        map.append(h.name.clone(), h.value.clone());
     }
     Ok(map)
 }
@@ -192,9 +187,11 @@ mod tests {
 
     #[test]
     fn header_args_parse() {
-        let h = headers("text/plain", &["Authorization: Bearer x".into()]).unwrap();
+        let auth = sse_cli::cli::parse_header("Authorization: Bearer x").unwrap();
+        let h = headers("text/plain", &[auth]).unwrap();
         assert_eq!(h.get("authorization").unwrap(), "Bearer x");
-        assert!(headers("text/plain", &["nocolon".into()]).is_err());
+        assert_eq!(h.get("content-type").unwrap(), "text/plain");
+        assert!(headers("text/plain\n", &[]).is_err());
     }
 
     #[test]
