@@ -51,6 +51,5 @@ pub async fn run(
     })
     .await;
     background.shutdown().await;
-    broker.shutdown().await;
     Ok(())
 }

@@ -18,7 +18,12 @@ use futures::{Stream, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::{broker::Subscription, error::AppError, routes::AppState, wire};
+use crate::{
+    broker::{Start, Subscription},
+    error::AppError,
+    routes::AppState,
+    wire,
+};
 
 /// The topic of a client that names none.
 pub const DEFAULT_TOPIC: &str = "default";
@@ -90,8 +95,7 @@ impl Stream for Subscribed {
 /// cancelled to drop the client's connection when it falls behind.
 ///
 /// # Errors
-/// A bad topic or too many topics (400), `--max-clients` reached (503),
-/// or a broker that cannot read the history the replay needs (503).
+/// A bad topic or too many topics (400), or `--max-clients` reached (503).
 pub async fn subscribe(
     state: &AppState,
     query: &str,
@@ -116,10 +120,8 @@ pub async fn subscribe(
         })?),
         None => None,
     };
-    let subscription = state
-        .broker
-        .subscribe(topics, last_event_id.as_deref(), connection)
-        .await?;
+    let start = Start::from_request(last_event_id.as_deref(), None);
+    let subscription = state.broker.subscribe(topics, start, connection).await;
     Ok(Subscribed {
         // The retry field goes first, before any notice or replay.
         opening: Some(wire::encode_retry(state.config.retry)),

@@ -12,7 +12,7 @@ use std::{
     collections::{HashMap, VecDeque},
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, RwLock,
     },
     task::{Context, Poll},
@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{task::AtomicWaker, Stream};
 use tokio_util::sync::CancellationToken;
 
+use super::resume::{self, Plan, Retained, Start};
 use crate::{metrics::Metrics, wire::EventId};
 
 /// Most bytes a lagging subscriber gets in one write: several pending events
@@ -40,22 +41,18 @@ pub struct StoredEvent {
     pub wire: Bytes,
 }
 
-/// Where a subscription starts, as the hub found it.
+/// How a subscription was opened, read under the ring lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resume {
-    /// No id given: live events only.
-    Live,
-    /// The id is in the ring (or is the newest event): replay starts after it.
-    InRing,
-    /// The id is older than the oldest event the ring holds (`first`); the
-    /// subscription starts at the oldest event.
-    BeforeRing {
-        /// The oldest event in the ring.
-        first: EventId,
-    },
-    /// The id is newer than anything the hub has seen (another server run,
-    /// or invented); the subscription starts at the oldest event.
-    Unknown,
+pub struct Opened {
+    /// Where it starts, as [`resume::plan`] decided.
+    pub plan: Plan,
+    /// What the ring retained at that instant.
+    pub retained: Retained,
+    /// The first event of the subscriber's topics the ring replays to it:
+    /// when the whole history is replayed, the oldest retained event of
+    /// those topics. Only looked for when the plan is [`Plan::TooOld`] or
+    /// the position was given ([`Hub::subscribe_after`]).
+    pub first_replayed: Option<EventId>,
 }
 
 struct Ring {
@@ -63,13 +60,60 @@ struct Ring {
     /// Ring position of `events[0]`; positions only ever grow.
     first_pos: u64,
     capacity: usize,
-    /// Id of the newest event ever pushed.
-    last_id: Option<EventId>,
+    /// Id of the newest event ever appended, or the hub's base before any.
+    last_id: EventId,
 }
 
 impl Ring {
     fn head(&self) -> u64 {
         self.first_pos + self.events.len() as u64
+    }
+
+    /// What the ring retains. The ring holds every event after its base
+    /// (eviction aside), so it covers every id from the oldest event's
+    /// predecessor (or the base, while empty) to the newest.
+    fn retained(&self) -> Retained {
+        Retained {
+            floor: self
+                .events
+                .front()
+                .map_or(self.last_id, |first| resume::predecessor(first.id)),
+            last: self.last_id,
+        }
+    }
+
+    /// Ring position of the first event newer than `id`.
+    fn position_after(&self, id: EventId) -> u64 {
+        // Ids in the ring increase, so the first newer one is found by
+        // binary search.
+        self.first_pos + self.events.partition_point(|e| e.id <= id) as u64
+    }
+
+    /// Ring position of the newest `n` events on `topics` (the first
+    /// retained one when fewer).
+    fn position_of_newest(&self, n: usize, topics: &[Arc<str>]) -> u64 {
+        if n == 0 {
+            return self.head();
+        }
+        let mut found = 0;
+        for (index, event) in self.events.iter().enumerate().rev() {
+            if topics.contains(&event.topic) {
+                found += 1;
+                if found == n {
+                    return self.first_pos + index as u64;
+                }
+            }
+        }
+        self.first_pos
+    }
+
+    /// Id of the first event on `topics` at or after ring position `pos`.
+    fn first_on(&self, pos: u64, topics: &[Arc<str>]) -> Option<EventId> {
+        let offset = pos.saturating_sub(self.first_pos) as usize;
+        self.events
+            .range(offset.min(self.events.len())..)
+            .find(|e| topics.contains(&e.topic))
+            .map(|e| e.id)
     }
 }
 
@@ -95,7 +139,6 @@ pub struct Hub {
     ring: Mutex<Ring>,
     subscribers: RwLock<Registry>,
     next_key: AtomicU64,
-    count: AtomicUsize,
     queue: usize,
     heartbeat: AtomicU64,
     closed: AtomicBool,
@@ -107,26 +150,26 @@ pub struct Hub {
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
-            .field("subscribers", &self.subscriber_count())
-            .finish()
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
     }
 }
 
 impl Hub {
     /// A hub keeping `history` events and allowing each subscriber `queue`
-    /// pending events (at most `history`).
-    pub fn new(history: usize, queue: usize, metrics: Arc<Metrics>) -> Self {
+    /// pending events (at most `history`). `base` is the id just before the
+    /// first event it will hold: a resume from `base` misses nothing.
+    pub fn new(history: usize, queue: usize, base: EventId, metrics: Arc<Metrics>) -> Self {
         let history = history.max(1);
         Self {
             ring: Mutex::new(Ring {
                 events: VecDeque::with_capacity(history.min(1024)),
                 first_pos: 0,
                 capacity: history,
-                last_id: None,
+                last_id: base,
             }),
             subscribers: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(0),
-            count: AtomicUsize::new(0),
             queue: queue.clamp(1, history),
             heartbeat: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -154,53 +197,59 @@ impl Hub {
         self.subscribers.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Id of the newest event the hub has seen.
-    pub fn last_id(&self) -> Option<EventId> {
-        self.ring().last_id
-    }
-
-    /// Id of the oldest event the ring still holds.
-    pub fn oldest_id(&self) -> Option<EventId> {
-        self.ring().events.front().map(|e| e.id)
-    }
-
-    /// Subscribers connected now.
-    pub fn subscriber_count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Appends an event and wakes the subscribers of its topic.
+    /// Appends the event `make` builds from the newest id (so the caller
+    /// can number events in order, atomically with other appends), and
+    /// wakes the subscribers of its topic. Returns the event's id.
     ///
-    /// Events must arrive in increasing id order; one that is not newer
-    /// than the last is ignored (a Redis reader may see an entry twice after
-    /// reconnecting).
-    pub fn push(&self, event: StoredEvent) {
-        self.append(|last| last.is_none_or(|last| event.id > last).then_some(event));
+    /// The event's id must be greater than the one `make` was given.
+    pub fn append(&self, make: impl FnOnce(EventId) -> StoredEvent) -> EventId {
+        let mut ring = self.ring();
+        let event = make(ring.last_id);
+        debug_assert!(event.id > ring.last_id, "appended ids must increase");
+        let id = event.id;
+        let (pos, topic) = Self::insert(&mut ring, event);
+        drop(ring);
+        self.fan_out(pos, &topic);
+        id
     }
 
-    /// Appends the event `make` builds from the newest id, atomically with
-    /// respect to other appends (so ids can be assigned in order), and wakes
-    /// the subscribers of its topic. `make` returns `None` to append nothing.
-    pub fn append(
-        &self,
-        make: impl FnOnce(Option<EventId>) -> Option<StoredEvent>,
-    ) -> Option<EventId> {
-        let (pos, id, topic) = {
-            let mut ring = self.ring();
-            let event = make(ring.last_id)?;
-            let (id, topic) = (event.id, Arc::clone(&event.topic));
-            ring.last_id = Some(id);
-            let pos = ring.head();
-            ring.events.push_back(event);
-            if ring.events.len() > ring.capacity {
-                ring.events.pop_front();
-                ring.first_pos += 1;
-            }
-            (pos, id, topic)
-        };
+    /// Appends an event numbered elsewhere (a Redis stream entry) and wakes
+    /// the subscribers of its topic.
+    ///
+    /// Returns `false`, appending nothing, when the event is not newer than
+    /// the newest one: a Redis reader may see an entry twice after
+    /// reconnecting.
+    pub fn push(&self, event: StoredEvent) -> bool {
+        let mut ring = self.ring();
+        if event.id <= ring.last_id {
+            return false;
+        }
+        let (pos, topic) = Self::insert(&mut ring, event);
+        drop(ring);
+        self.fan_out(pos, &topic);
+        true
+    }
+
+    /// Puts `event` at the head of the ring, evicting the oldest beyond
+    /// capacity; returns its ring position and topic.
+    fn insert(ring: &mut Ring, event: StoredEvent) -> (u64, Arc<str>) {
+        let topic = Arc::clone(&event.topic);
+        ring.last_id = event.id;
+        let pos = ring.head();
+        ring.events.push_back(event);
+        if ring.events.len() > ring.capacity {
+            ring.events.pop_front();
+            ring.first_pos += 1;
+        }
+        (pos, topic)
+    }
+
+    /// Counts the event at ring position `pos` against every subscriber of
+    /// `topic` and wakes them (outside the ring lock).
+    fn fan_out(&self, pos: u64, topic: &Arc<str>) {
         self.metrics.published.inc();
         let registry = self.registry();
-        if let Some(subscribers) = registry.get(&topic) {
+        if let Some(subscribers) = registry.get(topic) {
             for shared in subscribers.values() {
                 if pos < shared.live_from {
                     continue;
@@ -212,7 +261,6 @@ impl Hub {
                 shared.waker.wake();
             }
         }
-        Some(id)
     }
 
     fn end_slow(&self, shared: &Shared) {
@@ -253,23 +301,56 @@ impl Hub {
         }
     }
 
-    /// Subscribes to `topics`, resuming after `after` when given.
+    /// Subscribes to `topics`, starting where [`resume::plan`] decides for
+    /// `start` with what the ring retains now.
     ///
     /// `connection` is cancelled when the subscriber is dropped as too slow;
     /// the server closes the connection on it.
     pub fn subscribe(
         self: &Arc<Self>,
         topics: Vec<Arc<str>>,
-        after: Option<EventId>,
+        start: Start<'_>,
         connection: CancellationToken,
-    ) -> (Subscription, Resume) {
+    ) -> (Subscription, Opened) {
+        self.open(topics, connection, false, |retained| {
+            resume::plan(start, retained)
+        })
+    }
+
+    /// Subscribes to `topics` from right after `after`, whatever the ring
+    /// holds: for a broker that replays what lies before the ring from
+    /// elsewhere (`Opened::retained.floor` says where the ring's coverage
+    /// starts).
+    pub fn subscribe_after(
+        self: &Arc<Self>,
+        topics: Vec<Arc<str>>,
+        after: EventId,
+        connection: CancellationToken,
+    ) -> (Subscription, Opened) {
+        self.open(topics, connection, true, |_| Plan::After(after))
+    }
+
+    fn open(
+        self: &Arc<Self>,
+        topics: Vec<Arc<str>>,
+        connection: CancellationToken,
+        find_first: bool,
+        decide: impl FnOnce(Retained) -> Plan,
+    ) -> (Subscription, Opened) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let ring = self.ring();
         let head = ring.head();
-        let (cursor, resume) = match after {
-            None => (head, Resume::Live),
-            Some(id) => locate(&ring, id),
+        let retained = ring.retained();
+        let plan = decide(retained);
+        let cursor = match plan {
+            Plan::Live => head,
+            Plan::After(id) => ring.position_after(id),
+            Plan::TooOld { .. } => ring.first_pos,
+            Plan::Newest(n) => ring.position_of_newest(n, &topics),
         };
+        let first_replayed = (find_first || matches!(plan, Plan::TooOld { .. }))
+            .then(|| ring.first_on(cursor, &topics))
+            .flatten();
         let shared = Arc::new(Shared {
             waker: AtomicWaker::new(),
             pending: AtomicI64::new(0),
@@ -278,7 +359,7 @@ impl Hub {
             connection,
         });
         {
-            // Registered while the ring is locked: every event pushed from
+            // Registered while the ring is locked: every event appended from
             // here on sees this subscriber, and `live_from` splits replay
             // from live exactly.
             let mut registry = self.registry_mut();
@@ -290,7 +371,6 @@ impl Hub {
             }
         }
         drop(ring);
-        self.count.fetch_add(1, Ordering::Relaxed);
         self.metrics.clients.inc();
         let subscription = Subscription {
             hub: Arc::clone(self),
@@ -303,7 +383,12 @@ impl Hub {
             sent_since_heartbeat: false,
             generation: self.generation.load(Ordering::Acquire),
         };
-        (subscription, resume)
+        let opened = Opened {
+            plan,
+            retained,
+            first_replayed,
+        };
+        (subscription, opened)
     }
 
     fn unsubscribe(&self, key: u64, topics: &[Arc<str>]) {
@@ -317,27 +402,7 @@ impl Hub {
             }
         }
         drop(registry);
-        self.count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.clients.dec();
-    }
-}
-
-/// Finds where a subscriber resuming after `id` starts.
-fn locate(ring: &Ring, id: EventId) -> (u64, Resume) {
-    let Some(last) = ring.last_id else {
-        return (ring.head(), Resume::Unknown);
-    };
-    if id > last {
-        return (ring.first_pos, Resume::Unknown);
-    }
-    match ring.events.front() {
-        Some(first) if id < first.id => (ring.first_pos, Resume::BeforeRing { first: first.id }),
-        _ => {
-            // Ids in the ring increase, so the first newer one is found by
-            // binary search.
-            let index = ring.events.partition_point(|e| e.id <= id);
-            (ring.first_pos + index as u64, Resume::InRing)
-        }
     }
 }
 
@@ -504,7 +569,12 @@ mod tests {
     use super::*;
 
     fn hub(history: usize, queue: usize) -> Arc<Hub> {
-        Arc::new(Hub::new(history, queue, Arc::new(Metrics::new())))
+        Arc::new(Hub::new(
+            history,
+            queue,
+            EventId::new(1, 0),
+            Arc::new(Metrics::new()),
+        ))
     }
 
     fn push(hub: &Hub, seq: u64, topic: &str) {
@@ -522,8 +592,9 @@ mod tests {
     #[tokio::test]
     async fn pending_events_are_batched_into_one_write() {
         let hub = hub(100, 100);
-        let (mut sub, resume) = hub.subscribe(topics(&["a"]), None, CancellationToken::new());
-        assert_eq!(resume, Resume::Live);
+        let (mut sub, opened) =
+            hub.subscribe(topics(&["a"]), Start::Live, CancellationToken::new());
+        assert_eq!(opened.plan, Plan::Live);
         push(&hub, 1, "a");
         push(&hub, 2, "b");
         push(&hub, 3, "a");
@@ -538,7 +609,7 @@ mod tests {
         // the 3 owed ones out of a 10-event history.
         let hub = hub(10, 10);
         let token = CancellationToken::new();
-        let (mut sub, _) = hub.subscribe(topics(&["a"]), None, token.clone());
+        let (mut sub, _) = hub.subscribe(topics(&["a"]), Start::Live, token.clone());
         for seq in 1..=3 {
             push(&hub, seq, "a");
         }
@@ -557,7 +628,7 @@ mod tests {
     async fn a_full_queue_cancels_the_connection_without_being_polled() {
         let hub = hub(100, 3);
         let token = CancellationToken::new();
-        let (_sub, _) = hub.subscribe(topics(&["a"]), None, token.clone());
+        let (_sub, _) = hub.subscribe(topics(&["a"]), Start::Live, token.clone());
         for seq in 1..=3 {
             push(&hub, seq, "a");
         }
@@ -573,9 +644,8 @@ mod tests {
             push(&hub, seq, "a");
         }
         let token = CancellationToken::new();
-        let (mut sub, resume) =
-            hub.subscribe(topics(&["a"]), Some(EventId::new(1, 1)), token.clone());
-        assert_eq!(resume, Resume::InRing);
+        let (mut sub, opened) = hub.subscribe(topics(&["a"]), Start::After("1-1"), token.clone());
+        assert_eq!(opened.plan, Plan::After(EventId::new(1, 1)));
         push(&hub, 6, "a");
         assert!(!token.is_cancelled());
         let replayed = sub.next().await.unwrap();
@@ -585,40 +655,75 @@ mod tests {
     #[tokio::test]
     async fn end_all_ends_current_subscriptions_only() {
         let hub = hub(10, 10);
-        let (mut before, _) = hub.subscribe(topics(&["a"]), None, CancellationToken::new());
+        let (mut before, _) = hub.subscribe(topics(&["a"]), Start::Live, CancellationToken::new());
         hub.end_all();
-        let (mut after, _) = hub.subscribe(topics(&["a"]), None, CancellationToken::new());
+        let (mut after, _) = hub.subscribe(topics(&["a"]), Start::Live, CancellationToken::new());
         push(&hub, 1, "a");
         assert!(before.next().await.is_none());
         assert!(after.next().await.is_some());
     }
 
-    #[test]
-    fn ids_are_located_in_the_ring() {
+    /// Opens a subscription to topic `a` as `start` asks; returns the plan,
+    /// the oldest event the notice would name, and the first replayed bytes.
+    async fn open(hub: &Arc<Hub>, start: Start<'_>) -> (Plan, Option<EventId>, Option<Bytes>) {
+        let (mut sub, opened) = hub.subscribe(topics(&["a"]), start, CancellationToken::new());
+        let first = tokio::time::timeout(std::time::Duration::from_millis(50), sub.next())
+            .await
+            .ok()
+            .flatten();
+        (opened.plan, opened.first_replayed, first)
+    }
+
+    #[tokio::test]
+    async fn ids_are_located_in_the_ring_under_one_lock() {
         let hub = hub(3, 3);
-        let find = |id| {
-            hub.subscribe(
-                topics(&["a"]),
-                Some(EventId::new(1, id)),
-                CancellationToken::new(),
-            )
-            .1
-        };
-        assert_eq!(find(1), Resume::Unknown, "nothing published yet");
-        for seq in 1..=5 {
-            push(&hub, seq, "a");
-        }
+        let id = |seq| EventId::new(1, seq);
+        // Nothing published: only the base is covered.
+        assert_eq!(open(&hub, Start::After("1-0")).await.0, Plan::After(id(0)));
         assert_eq!(
-            find(1),
-            Resume::BeforeRing {
-                first: EventId::new(1, 3)
-            }
+            open(&hub, Start::After("1-1")).await.0,
+            Plan::TooOld { resume: id(0) }
         );
-        assert_eq!(find(3), Resume::InRing);
-        assert_eq!(find(5), Resume::InRing);
-        assert_eq!(find(6), Resume::Unknown);
-        // Out-of-order pushes (a Redis re-read) are ignored.
-        push(&hub, 4, "a");
-        assert_eq!(hub.last_id(), Some(EventId::new(1, 5)));
+        for seq in 1..=5 {
+            push(&hub, seq, if seq == 3 { "b" } else { "a" });
+        }
+        // The ring holds 1-3 (b), 1-4, 1-5: it covers 1-2 onwards.
+        let (plan, oldest, first) = open(&hub, Start::After("1-1")).await;
+        assert_eq!(plan, Plan::TooOld { resume: id(2) });
+        assert_eq!(oldest, Some(id(4)), "the oldest event of the topic");
+        assert!(first.unwrap().starts_with(b"id: 1-4\n"));
+        let (plan, _, first) = open(&hub, Start::After("1-2")).await;
+        assert_eq!(plan, Plan::After(id(2)), "the floor loses nothing");
+        assert!(first.unwrap().starts_with(b"id: 1-4\n"));
+        assert_eq!(open(&hub, Start::After("1-5")).await.0, Plan::After(id(5)));
+        assert!(open(&hub, Start::After("1-5")).await.2.is_none());
+        assert_eq!(
+            open(&hub, Start::After("1-6")).await.0,
+            Plan::TooOld { resume: id(2) },
+            "never handed out"
+        );
+        // Out-of-order pushes (a Redis re-read) are refused.
+        assert!(!hub.push(StoredEvent {
+            id: id(4),
+            topic: Arc::from("a"),
+            wire: Bytes::from_static(b"x"),
+        }));
+    }
+
+    #[tokio::test]
+    async fn newest_n_of_the_topics_then_live() {
+        let hub = hub(10, 10);
+        for seq in 1..=6 {
+            push(&hub, seq, if seq % 2 == 0 { "a" } else { "b" });
+        }
+        let (plan, _, first) = open(&hub, Start::Newest(2)).await;
+        assert_eq!(plan, Plan::Newest(2));
+        assert_eq!(
+            &first.unwrap()[..],
+            b"id: 1-4\ndata: a\n\nid: 1-6\ndata: a\n\n"
+        );
+        let (_, _, first) = open(&hub, Start::Newest(50)).await;
+        assert!(first.unwrap().starts_with(b"id: 1-2\n"), "fewer: all");
+        assert!(open(&hub, Start::Newest(0)).await.2.is_none());
     }
 }

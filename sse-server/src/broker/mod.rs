@@ -8,6 +8,7 @@
 pub mod hub;
 pub mod memory;
 pub mod redis;
+pub mod resume;
 
 use std::sync::Arc;
 
@@ -19,9 +20,10 @@ use crate::{
     metrics::Metrics,
     wire::{self, EventId},
 };
-pub use hub::{Hub, Resume, StoredEvent, Subscription};
+pub use hub::{Hub, Opened, StoredEvent, Subscription};
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
+pub use resume::{Plan, Start};
 
 /// Why the broker could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -89,19 +91,18 @@ impl Broker {
         }
     }
 
-    /// Subscribes to `topics`, replaying what is newer than `last_event_id`.
-    ///
-    /// # Errors
-    /// When the history the replay needs cannot be read.
+    /// Subscribes to `topics`, starting where `start` asks ([`resume`]
+    /// decides how). Never fails: a replay that cannot be read is replaced
+    /// by the too-old notice, so the client is told rather than refused.
     pub async fn subscribe(
         &self,
         topics: Vec<Arc<str>>,
-        last_event_id: Option<&str>,
+        start: Start<'_>,
         connection: CancellationToken,
-    ) -> Result<Subscription, BrokerError> {
+    ) -> Subscription {
         match self {
-            Self::Memory(broker) => Ok(broker.subscribe(topics, last_event_id, connection)),
-            Self::Redis(broker) => Ok(broker.subscribe(topics, last_event_id, connection).await),
+            Self::Memory(broker) => broker.subscribe(topics, start, connection),
+            Self::Redis(broker) => broker.subscribe(topics, start, connection).await,
         }
     }
 
@@ -122,10 +123,13 @@ impl Broker {
     }
 }
 
-/// The notice sent before a replay that cannot start where the client asked.
+/// The notice sent before a replay that cannot start where the client asked
+/// ([`Plan::TooOld`]).
 ///
 /// Its `id` is `resume_id`, where the replay that follows starts, so a client
 /// that reconnects in the middle of the replay continues from there.
+/// `oldest` is the oldest retained event of the client's topics: the first
+/// one the replay sends.
 pub fn too_old_notice(resume_id: EventId, requested: &str, oldest: Option<EventId>) -> Bytes {
     let data = serde_json::json!({
         "lastEventId": requested,

@@ -35,7 +35,11 @@ use redis::{
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{hub::Hub, too_old_notice, BrokerError, Resume, StoredEvent, Subscription};
+use super::{
+    hub::Hub,
+    resume::{self, predecessor, Plan, Retained, Start},
+    too_old_notice, BrokerError, StoredEvent, Subscription,
+};
 use crate::{
     config::redact_url,
     metrics::Metrics,
@@ -85,19 +89,6 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// publisher need not.
 const PUBLISH_RECONNECT_RETRIES: usize = 2;
 
-/// The stream's state, as `XINFO STREAM` reports it.
-#[derive(Debug, Clone, Copy)]
-struct StreamInfo {
-    /// The newest id the stream ever handed out (`0-0` when none).
-    last_generated: EventId,
-    /// The oldest position a resume may start from: every entry newer
-    /// than it is still in the stream. Ids below it were trimmed away or
-    /// never handed out by this stream.
-    floor: EventId,
-    /// The oldest entry still in the stream.
-    first: Option<EventId>,
-}
-
 /// What the broker and its reader task share.
 #[derive(Debug)]
 struct State {
@@ -130,9 +121,6 @@ pub struct RedisBroker {
     publisher: ConnectionManager,
     key: String,
     history: usize,
-    /// The stream's last id when this instance started: the reader pushes
-    /// everything after it into the hub.
-    start_id: EventId,
     /// The id of the last entry the reader pushed into the hub.
     position: watch::Receiver<EventId>,
     stop: CancellationToken,
@@ -190,8 +178,9 @@ impl RedisBroker {
         let info = stream_info(&mut publisher, &key)
             .await
             .map_err(|err| unreachable(&err))?;
-        let start_id = info.last_generated;
-        let hub = Arc::new(Hub::new(history, queue, Arc::clone(&metrics)));
+        // The reader appends everything after the stream's current end.
+        let start_id = info.last;
+        let hub = Arc::new(Hub::new(history, queue, start_id, Arc::clone(&metrics)));
         metrics.broker_up.set(1);
         let state = Arc::new(State {
             hub,
@@ -216,7 +205,6 @@ impl RedisBroker {
             publisher,
             key,
             history,
-            start_id,
             position,
             stop,
             reader: Mutex::new(Some(reader)),
@@ -288,7 +276,7 @@ impl RedisBroker {
         }
     }
 
-    /// Subscribes, replaying everything newer than `last_event_id` first.
+    /// Subscribes where `start` asks.
     ///
     /// Never fails: when Redis cannot be asked about an id the ring does not
     /// cover, the client is sent the too-old notice and everything the ring
@@ -296,58 +284,59 @@ impl RedisBroker {
     pub async fn subscribe(
         &self,
         topics: Vec<Arc<str>>,
-        last_event_id: Option<&str>,
+        start: Start<'_>,
         connection: CancellationToken,
     ) -> Subscription {
-        let hub = self.hub();
-        let Some(requested) = last_event_id else {
-            return hub.subscribe(topics, None, connection).0;
+        // The ring first. The reader appends every entry after the hub's
+        // base in stream order, so the ring covers the stream from its floor
+        // to its newest event: a resume inside that range is served with no
+        // round trip to Redis (the common case: a client reconnecting after
+        // a blip), and keeps working while Redis is down. Only an id outside
+        // it needs the stream's own state.
+        let (subscription, opened) =
+            self.hub()
+                .subscribe(topics.clone(), start, connection.clone());
+        let (Plan::TooOld { .. }, Start::After(requested)) = (opened.plan, start) else {
+            return subscription;
         };
-        let parsed = requested.parse::<EventId>().ok();
-        if let Some(id) = parsed {
-            // The ring holds every entry after `id` (it is contiguous with
-            // the stream from this instance's start): no need to ask Redis.
-            let (subscription, resume) =
-                hub.subscribe(topics.clone(), Some(id), connection.clone());
-            if resume == Resume::InRing {
-                return subscription;
-            }
-        }
+        // Not kept across the Redis round trip: live events would count
+        // against its queue meanwhile.
+        drop(subscription);
         match self
-            .resume_from_stream(&topics, requested, parsed, &connection)
+            .resume_from_stream(topics.clone(), requested, connection.clone())
             .await
         {
             Ok(subscription) => subscription,
             Err(cause) => {
                 tracing::warn!(%cause, "cannot read the replay from Redis; replaying the local history with a too-old notice");
-                self.degraded(topics, requested, connection)
+                let (mut subscription, opened) = self.hub().subscribe(topics, start, connection);
+                if let Plan::TooOld { resume } = opened.plan {
+                    subscription.prepend(too_old_notice(resume, requested, opened.first_replayed));
+                }
+                subscription
             }
         }
     }
 
-    /// A resume the ring alone cannot serve: decides with the stream's state
-    /// whether the id is too old or unknown, fills the gap before the ring
-    /// with `XRANGE`, and continues in the ring.
+    /// A resume the ring alone cannot serve: the stream's state decides
+    /// ([`resume::plan`]); what lies between the resume point and the ring
+    /// is read with `XRANGE`, and the subscription continues in the ring,
+    /// with no gap and no duplicate.
     async fn resume_from_stream(
         &self,
-        topics: &[Arc<str>],
+        topics: Vec<Arc<str>>,
         requested: &str,
-        parsed: Option<EventId>,
-        connection: &CancellationToken,
+        connection: CancellationToken,
     ) -> Result<Subscription, String> {
         let mut publisher = self.publisher.clone();
         let info = tokio::time::timeout(QUERY_TIMEOUT, stream_info(&mut publisher, &self.key))
             .await
             .map_err(|_| "XINFO timed out".to_owned())?
             .map_err(|err| err.to_string())?;
-        let (after, notice) = match parsed {
-            Some(id) if id >= info.floor && id <= info.last_generated => (id, None),
-            // Unparsable, trimmed away, or never handed out by this stream:
-            // replay everything retained, after telling the client.
-            _ => (
-                info.floor,
-                Some(too_old_notice(info.floor, requested, info.first)),
-            ),
+        let (after, told) = match resume::plan(Start::After(requested), info) {
+            Plan::After(id) => (id, false),
+            Plan::TooOld { resume } => (resume, true),
+            Plan::Live | Plan::Newest(_) => (info.last, false),
         };
         // Everything up to `after` must have reached the ring first, or the
         // reader would deliver entries the client already has.
@@ -356,27 +345,25 @@ impl RedisBroker {
             .await
             .map_err(|_| "this instance's reader is behind the stream".to_owned())?
             .map_err(|_| "the reader has stopped".to_owned())?;
-        let (mut subscription, resume) =
+        let (mut subscription, opened) =
             self.hub()
-                .subscribe(topics.to_vec(), Some(after), connection.clone());
-        let fill = match resume {
-            Resume::Live | Resume::InRing => None,
-            // The ring continues at `first`: fetch what lies between.
-            Resume::BeforeRing { first } => Some(Bound::Before(first)),
-            // Nothing reached the ring yet (the reader is at `after` or
-            // later, so the ring was empty): everything up to where the
-            // reader started comes from the stream, the rest from the ring.
-            Resume::Unknown => (after < self.start_id).then_some(Bound::Through(self.start_id)),
+                .subscribe_after(topics.clone(), after, connection);
+        // The ring covers the stream after its floor: fetch what lies
+        // between the resume point and there.
+        let replay = if after < opened.retained.floor {
+            tokio::time::timeout(
+                QUERY_TIMEOUT,
+                self.range(after, opened.retained.floor, &topics),
+            )
+            .await
+            .map_err(|_| "XRANGE timed out".to_owned())?
+            .map_err(|err| err.to_string())?
+        } else {
+            Vec::new()
         };
-        let replay = match fill {
-            Some(bound) => tokio::time::timeout(QUERY_TIMEOUT, self.range(after, bound, topics))
-                .await
-                .map_err(|_| "XRANGE timed out".to_owned())?
-                .map_err(|err| err.to_string())?,
-            None => Vec::new(),
-        };
-        if let Some(notice) = notice {
-            subscription.prepend(notice);
+        if told {
+            let oldest = replay.first().map(|e| e.id).or(opened.first_replayed);
+            subscription.prepend(too_old_notice(after, requested, oldest));
         }
         for chunk in chunks(replay) {
             subscription.prepend(chunk);
@@ -384,18 +371,14 @@ impl RedisBroker {
         Ok(subscription)
     }
 
-    /// Events on `topics` after `after` up to `bound`, oldest first, read
-    /// from the stream page by page.
+    /// Events on `topics` after `after` up to `through` (included), oldest
+    /// first, read from the stream page by page.
     async fn range(
         &self,
         after: EventId,
-        bound: Bound,
+        through: EventId,
         topics: &[Arc<str>],
     ) -> Result<Vec<StoredEvent>, RedisError> {
-        let end = match bound {
-            Bound::Before(id) => format!("({id}"),
-            Bound::Through(id) => id.to_string(),
-        };
         let mut publisher = self.publisher.clone();
         let mut events = Vec::new();
         let mut from = after;
@@ -403,7 +386,7 @@ impl RedisBroker {
             let page: StreamRangeReply = redis::cmd("XRANGE")
                 .arg(&self.key)
                 .arg(format!("({from}"))
-                .arg(&end)
+                .arg(through.to_string())
                 .arg("COUNT")
                 .arg(REPLAY_PAGE)
                 .query_async(&mut publisher)
@@ -422,25 +405,6 @@ impl RedisBroker {
         }
     }
 
-    /// The too-old notice and the ring's whole history, for when Redis
-    /// cannot be asked.
-    fn degraded(
-        &self,
-        topics: Vec<Arc<str>>,
-        requested: &str,
-        connection: CancellationToken,
-    ) -> Subscription {
-        let (mut subscription, resume) =
-            self.hub()
-                .subscribe(topics, Some(EventId::new(0, 0)), connection);
-        let (resume_id, oldest) = match resume {
-            Resume::BeforeRing { first } => (predecessor(first), Some(first)),
-            _ => (self.start_id, None),
-        };
-        subscription.prepend(too_old_notice(resume_id, requested, oldest));
-        subscription
-    }
-
     /// Stops the reader task. Idempotent.
     pub async fn shutdown(&self) {
         self.stop.cancel();
@@ -451,15 +415,6 @@ impl RedisBroker {
             }
         }
     }
-}
-
-/// Where a replay read from the stream ends.
-#[derive(Debug, Clone, Copy)]
-enum Bound {
-    /// Just before this id (where the ring continues).
-    Before(EventId),
-    /// At this id, included.
-    Through(EventId),
 }
 
 /// The reader task: moves every new stream entry into the hub.
@@ -573,7 +528,9 @@ impl Reader {
                 *position = id;
                 moved = true;
                 if let Some(event) = stored(&entry) {
-                    self.state.hub.push(event);
+                    if !self.state.hub.push(event) {
+                        tracing::warn!(%id, "dropping a stream entry older than one already delivered");
+                    }
                 }
             }
             if moved {
@@ -628,19 +585,19 @@ fn is_outage(err: &RedisError) -> bool {
     }
 }
 
-/// Reads `XINFO STREAM`; a stream that does not exist yet is empty.
+/// What the stream retains, from `XINFO STREAM`; a stream that does not
+/// exist yet is empty.
 async fn stream_info(
     connection: &mut ConnectionManager,
     key: &str,
-) -> Result<StreamInfo, RedisError> {
+) -> Result<Retained, RedisError> {
     let exists: i64 = redis::cmd("EXISTS")
         .arg(key)
         .query_async(connection)
         .await?;
-    let empty = StreamInfo {
-        last_generated: EventId::new(0, 0),
+    let empty = Retained {
         floor: EventId::new(0, 0),
-        first: None,
+        last: EventId::new(0, 0),
     };
     if exists == 0 {
         return Ok(empty);
@@ -655,7 +612,7 @@ async fn stream_info(
             .and_then(|value| redis::from_redis_value::<String>(value).ok())
             .and_then(|text| text.parse::<EventId>().ok())
     };
-    let last_generated = id_field(&mut info, "last-generated-id").unwrap_or(empty.last_generated);
+    let last = id_field(&mut info, "last-generated-id").unwrap_or(empty.last);
     let first = match info.remove("first-entry") {
         Some(Value::Array(mut parts)) if !parts.is_empty() => {
             redis::from_redis_value::<String>(parts.swap_remove(0))
@@ -669,12 +626,11 @@ async fn stream_info(
     // entry's predecessor (the resume point a notice hands out) is
     // accepted. An empty stream accepts only its last id. Redis 7 also
     // reports entries deleted with XDEL from the middle.
-    let below_first = first.map_or(last_generated, predecessor);
+    let below_first = first.map_or(last, predecessor);
     let deleted = id_field(&mut info, "max-deleted-entry-id").unwrap_or(empty.floor);
-    Ok(StreamInfo {
-        last_generated,
+    Ok(Retained {
         floor: below_first.max(deleted),
-        first,
+        last,
     })
 }
 
@@ -703,14 +659,6 @@ fn stored(entry: &StreamId) -> Option<StoredEvent> {
     })
 }
 
-/// The greatest id smaller than `id` (`0-0` stays `0-0`).
-fn predecessor(id: EventId) -> EventId {
-    match (id.ms, id.seq) {
-        (ms, 0) if ms > 0 => EventId::new(ms - 1, u64::MAX),
-        (ms, seq) => EventId::new(ms, seq.saturating_sub(1)),
-    }
-}
-
 /// Joins events' bytes into writes of about [`REPLAY_CHUNK_BYTES`].
 fn chunks(events: Vec<StoredEvent>) -> Vec<Bytes> {
     let mut out = Vec::new();
@@ -730,14 +678,6 @@ fn chunks(events: Vec<StoredEvent>) -> Vec<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn predecessor_is_the_greatest_smaller_id() {
-        assert_eq!(predecessor(EventId::new(5, 3)), EventId::new(5, 2));
-        assert_eq!(predecessor(EventId::new(5, 0)), EventId::new(4, u64::MAX));
-        assert_eq!(predecessor(EventId::new(0, 0)), EventId::new(0, 0));
-        assert!(predecessor(EventId::new(5, 0)) < EventId::new(5, 0));
-    }
 
     #[test]
     fn entries_become_encoded_events_or_are_skipped() {
