@@ -28,6 +28,11 @@ pub const DEFAULT_BODY_TIMEOUT: &str = "10s";
 /// At 1,000 events a subscriber can be a few seconds behind a busy topic
 /// without being dropped, while a stalled one is found quickly.
 pub const DEFAULT_QUEUE: usize = 1_000;
+/// How long a connection may wait for its next request head. Long enough
+/// for a browser's pause between requests (nginx waits 75 s for the next
+/// request and 60 s for a head), short enough that idle connections do not
+/// pile up and hold file descriptors.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: &str = "30s";
 
 /// Server-Sent Events pub/sub server.
 ///
@@ -93,6 +98,21 @@ pub struct Config {
     /// (for editing the page live).
     #[arg(long, env = "SSE_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
+
+    /// Close a connection that sends no (complete) request head for this
+    /// long: an idle keep-alive connection, or a client sending its head
+    /// too slowly.
+    #[arg(long, env = "SSE_KEEPALIVE_TIMEOUT", default_value = DEFAULT_KEEPALIVE_TIMEOUT, value_parser = parse_positive_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// PEM certificate chain: serve HTTPS on `--addr` (HTTP/2 and HTTP/1.1,
+    /// chosen by ALPN). Needs `--tls-key`.
+    #[arg(long, env = "SSE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SSE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {

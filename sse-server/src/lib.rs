@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod routes;
 pub mod serve;
 pub mod subscribe;
+pub mod tls;
 pub mod wire;
 
 use std::{future::Future, sync::Arc};
@@ -34,6 +35,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = tls::acceptor(&config)?;
+    let options = serve::ServeOptions::new(&config, tls);
     let metrics = Arc::new(metrics::Metrics::new());
     let broker = Arc::new(broker::Broker::start(&config, metrics).await?);
     let mut background = tokio::task::JoinSet::new();
@@ -43,7 +46,7 @@ pub async fn run(
     background.spawn(clock::heartbeat(Arc::clone(&broker), config.heartbeat));
     let router = app(AppState::new(Arc::clone(&broker), config));
     let stop_broker = Arc::clone(&broker);
-    serve::serve(listener, router, async move {
+    serve::serve(listener, router, options, async move {
         shutdown.await;
         tracing::info!("shutting down: closing streams");
         // Ending the streams first lets each response finish cleanly.

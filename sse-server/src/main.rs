@@ -16,12 +16,17 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let config = Config::parse();
+    // A bad certificate or key stops the server here, before it binds.
+    let scheme = match sse_server::tls::acceptor(&config)? {
+        Some(_) => "https",
+        None => "http",
+    };
     let listener = serve::bind(config.addr)
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.addr))?;
     tracing::info!(
         addr = %listener.local_addr()?,
         broker = %config.broker,
-        "serving; open http://{}/ in a browser",
+        "serving; open {scheme}://{}/ in a browser",
         listener.local_addr()?
     );
     sse_server::run(listener, config, shutdown_signal()).await?;

@@ -71,6 +71,48 @@ async fn page_loads_and_shows_ticks_live() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_works_over_https_with_http2() {
+    let cert = support::TestCert::new();
+    let server = TestServer::start(&[&cert.args()[..], &["--tick", "300ms"]].concat()).await;
+    let url = format!("https://localhost:{}/", server.addr.port());
+    let browser = Browser::open_https(&url).await;
+
+    assert_eq!(browser.title().await, "SSE live");
+    browser.wait_for_state("live").await;
+    let tick = browser
+        .wait_for_row("a tick over HTTPS", |row| row.kind == "tick")
+        .await;
+    assert_eq!(tick.topic, "default");
+    // The page and its event stream came over HTTP/2 (ALPN h2).
+    let protocols = browser
+        .script(
+            "return [performance.getEntriesByType('navigation')[0].nextHopProtocol]
+                .concat(performance.getEntriesByType('resource')
+                    .filter(e => new URL(e.name).pathname === '/sse')
+                    .map(e => e.nextHopProtocol));",
+        )
+        .await;
+    assert_eq!(protocols[0], "h2", "{protocols}");
+
+    let data = "published over https";
+    let id = support::publish_with(
+        &cert.client(server.addr),
+        &format!("https://localhost:{}", server.addr.port()),
+        "default",
+        "message",
+        data,
+    )
+    .await;
+    let row = browser
+        .wait_for_row("the published message", |row| row.id == id)
+        .await;
+    assert_eq!(row.data, data);
+
+    browser.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_message_appears_with_its_id() {
     let server = TestServer::start(&[]).await;
     let browser = Browser::open(&server.url("/")).await;
@@ -471,6 +513,16 @@ struct Browser {
 impl Browser {
     /// Starts chromedriver and Chromium and opens `url`.
     async fn open(url: &str) -> Self {
+        Self::launch(url, false).await
+    }
+
+    /// Like [`Browser::open`], trusting any certificate (the test's own,
+    /// self-signed) for HTTPS.
+    async fn open_https(url: &str) -> Self {
+        Self::launch(url, true).await
+    }
+
+    async fn launch(url: &str, accept_insecure_certs: bool) -> Self {
         let driver = ChromeDriver::start();
         let profile = tempfile::tempdir().expect("a temporary profile folder");
         let mut args = vec![
@@ -501,6 +553,10 @@ impl Browser {
         );
         // Leave any alert open, so a test can see that one was (not) raised.
         capabilities.insert("unhandledPromptBehavior".to_owned(), json!("ignore"));
+        capabilities.insert(
+            "acceptInsecureCerts".to_owned(),
+            json!(accept_insecure_certs),
+        );
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&driver.url())

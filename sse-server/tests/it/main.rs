@@ -8,3 +8,4 @@ mod replay;
 mod slow;
 mod stream;
 mod support;
+mod tls;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
 use futures::StreamExt;
 use sse_cli::parse::{Event, Parser};
@@ -151,6 +151,12 @@ impl EventReader {
         }
         let response = request.send().await.expect("connect");
         assert_eq!(response.status(), 200, "GET {url}");
+        Self::from_response(response)
+    }
+
+    /// Reads events from a response the caller opened (another client,
+    /// another protocol).
+    pub fn from_response(response: reqwest::Response) -> Self {
         Self {
             response,
             parser: Parser::new(),
@@ -200,7 +206,18 @@ impl EventReader {
 
 /// Publishes JSON and returns the id.
 pub async fn publish(base: &str, topic: &str, event: &str, data: &str) -> String {
-    let response = reqwest::Client::new()
+    publish_with(&reqwest::Client::new(), base, topic, event, data).await
+}
+
+/// Like [`publish`], with a client of the caller's (TLS, HTTP/2).
+pub async fn publish_with(
+    client: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    event: &str,
+    data: &str,
+) -> String {
+    let response = client
         .post(format!("{base}/publish"))
         .json(&serde_json::json!({"topic": topic, "event": event, "data": data}))
         .send()
@@ -239,4 +256,53 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, in PEM files.
+pub struct TestCert {
+    pub dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub pem: String,
+}
+
+impl TestCert {
+    pub fn new() -> Self {
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("generate a certificate");
+        let dir = tempfile::TempDir::new().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let pem = certified.cert.pem();
+        std::fs::write(&cert, &pem).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        Self {
+            dir,
+            cert,
+            key,
+            pem,
+        }
+    }
+
+    pub fn args(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            self.cert.to_str().unwrap(),
+            "--tls-key",
+            self.key.to_str().unwrap(),
+        ]
+    }
+
+    /// A client that trusts this certificate and reaches `localhost` at `addr`.
+    pub fn client(&self, addr: SocketAddr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap())
+            .resolve("localhost", addr)
+            .https_only(true)
+            .build()
+            .unwrap()
+    }
 }
