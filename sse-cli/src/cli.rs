@@ -41,6 +41,17 @@ pub enum Command {
     Watch(WatchArgs),
     /// Publish an event to an sse-server (or one event per line of stdin).
     Publish(PublishArgs),
+    /// Print a shell completion script, e.g.
+    /// `sse-cli completions bash > ~/.local/share/bash-completion/completions/sse-cli`.
+    Completions(CompletionsArgs),
+}
+
+/// Flags of `sse-cli completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Flags of `sse-cli watch`.
