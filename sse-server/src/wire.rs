@@ -13,7 +13,12 @@ pub const DEFAULT_EVENT: &str = "message";
 /// client asked (its id is older than history, or unknown to this server).
 pub const TOO_OLD_EVENT: &str = "too-old";
 /// The comment sent on idle streams.
-pub const HEARTBEAT: &[u8] = b": keep-alive\n\n";
+///
+/// Like the `retry:` field, it ends with one line break and no blank line:
+/// a blank line would end a block with no data, which the standard skips but
+/// some clients (Python's httpx-sse 0.4) report as an empty event. Whatever
+/// follows (an event, another comment) is still parsed the same.
+pub const HEARTBEAT: &[u8] = b": keep-alive\n";
 
 /// An event id: `MS-SEQ`, the shape of a Redis stream entry id.
 ///
@@ -86,9 +91,10 @@ pub fn encode_event(id: &str, event: &str, data: &str) -> Bytes {
     buf.freeze()
 }
 
-/// The `retry:` field that opens every stream.
+/// The `retry:` field that opens every stream, without a blank line of
+/// its own (see [`HEARTBEAT`]): the field takes effect when its line ends.
 pub fn encode_retry(retry: std::time::Duration) -> Bytes {
-    Bytes::from(format!("retry: {}\n\n", retry.as_millis()))
+    Bytes::from(format!("retry: {}\n", retry.as_millis()))
 }
 
 /// Splits at CRLF, LF or lone CR; always yields at least one (maybe empty) line.
@@ -221,6 +227,25 @@ mod tests {
             "id: 1-2\ndata: \ndata: \ndata: \n\n"
         );
         assert_eq!(encoded("tick", "t"), "id: 1-2\nevent: tick\ndata: t\n\n");
+    }
+
+    #[test]
+    fn retry_and_heartbeat_end_no_block_of_their_own() {
+        let retry = encode_retry(std::time::Duration::from_millis(1500));
+        assert_eq!(&retry[..], b"retry: 1500\n");
+        assert_eq!(HEARTBEAT, b": keep-alive\n");
+        // In a stream, the only blank line is the one that ends the event.
+        let stream = [
+            &retry[..],
+            HEARTBEAT,
+            &encode_event("1-2", "message", "x"),
+            HEARTBEAT,
+        ]
+        .concat();
+        assert_eq!(
+            String::from_utf8(stream).unwrap(),
+            "retry: 1500\n: keep-alive\nid: 1-2\ndata: x\n\n: keep-alive\n"
+        );
     }
 
     #[test]

@@ -132,7 +132,7 @@ async fn flags_come_from_the_environment_too() {
     )
     .await;
     let mut reader = EventReader::open(&server.url("/sse"), None).await;
-    assert_eq!(&reader.raw_chunk().await.unwrap()[..], b"retry: 1234\n\n");
+    assert_eq!(&reader.raw_chunk().await.unwrap()[..], b"retry: 1234\n");
     server.terminate().await;
     // A bad value is a clear error naming the variable's flag.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))

@@ -15,7 +15,7 @@ async fn stream_has_the_contract_headers_and_opens_with_retry() {
     assert_eq!(headers["cache-control"], "no-cache");
     assert_eq!(headers["x-accel-buffering"], "no");
     let first = reader.raw_chunk().await.unwrap();
-    assert_eq!(&first[..], b"retry: 1500\n\n");
+    assert_eq!(&first[..], b"retry: 1500\n");
     server.stop().await;
 }
 
@@ -47,12 +47,12 @@ async fn every_event_carries_an_id_and_its_type() {
 async fn heartbeat_comments_keep_an_idle_stream_alive() {
     let server = TestServer::start(&["--heartbeat", "200ms"]).await;
     let mut reader = EventReader::open(&server.url("/sse"), None).await;
-    assert_eq!(&reader.raw_chunk().await.unwrap()[..], b"retry: 3000\n\n");
+    assert_eq!(&reader.raw_chunk().await.unwrap()[..], b"retry: 3000\n");
     let beat = tokio::time::timeout(WAIT, reader.raw_chunk())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&beat[..], b": keep-alive\n\n");
+    assert_eq!(&beat[..], b": keep-alive\n");
     server.stop().await;
 }
 
