@@ -393,8 +393,13 @@ impl RedisBroker {
                 .await?;
             let full = page.ids.len() >= REPLAY_PAGE;
             for entry in &page.ids {
+                // The cursor moves past every entry, ours or not: a page of
+                // entries someone else wrote would otherwise be read again
+                // and again.
+                if let Ok(id) = entry.id.parse::<EventId>() {
+                    from = from.max(id);
+                }
                 let Some(event) = stored(entry) else { continue };
-                from = event.id;
                 if topics.contains(&event.topic) {
                     events.push(event);
                 }

@@ -325,6 +325,42 @@ async fn ids_the_stream_no_longer_holds_get_the_notice_then_everything_retained(
     assert_eq!((first.id, first.data), retained[0].clone());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_across_entries_written_by_others_is_served_from_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), &[]).await;
+    let a = instances(1, &redis.url(), &[]).await.remove(0);
+    let first = publish(&a.url(""), "t", "message", "e1").await;
+    // More than a page of entries that are not events, written by hand.
+    let script: String = (0..1_500)
+        .map(|n| format!("XADD sse:events * written-by redis-cli n {n}\n"))
+        .collect();
+    let mut cli = Command::new(program("redis-cli", "/usr/bin/redis-cli", "redis-tools"))
+        .args(["-p", &redis.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run redis-cli");
+    let mut stdin = cli.stdin.take().expect("piped");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, script.as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    assert!(cli.wait().await.unwrap().success());
+    let length: usize = redis.query(::redis::cmd("XLEN").arg("sse:events")).await;
+    assert_eq!(length, 1_501);
+    publish(&a.url(""), "t", "message", "e2").await;
+    // B's ring starts after all of them: the replay comes from the stream,
+    // across the foreign entries, without a notice (which would mean it
+    // gave up on Redis) and nothing but our events.
+    let b = instances(1, &redis.url(), &[]).await.remove(0);
+    let mut reader = watch(&b, "t", Some(&first)).await;
+    let got = reader.expect(WAIT).await;
+    assert_eq!((got.event.as_str(), got.data.as_str()), ("message", "e2"));
+    expect_nothing_more(std::slice::from_mut(&mut reader), &a, "t").await;
+}
+
 /// Every entry of the server's stream, as (id, data).
 async fn stream_entries(redis: &RedisServer) -> Vec<(String, String)> {
     redis
