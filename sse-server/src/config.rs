@@ -68,6 +68,8 @@ pub struct Config {
     pub publish_token: Option<String>,
 
     /// Maximum concurrent subscribers; further ones get 503 with Retry-After.
+    /// Default: the open-file limit minus a reserve (5%, 32 to 1,000), so
+    /// publishing and health checks stay reachable when it is reached.
     #[arg(long, env = "SSE_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
 

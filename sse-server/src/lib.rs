@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
@@ -35,6 +36,18 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    if config.max_clients.is_none() {
+        if let Some(nofile) = limits::nofile_soft() {
+            let max_clients = limits::default_max_clients(nofile);
+            tracing::info!(
+                max_clients,
+                open_file_limit = nofile,
+                "--max-clients defaults to the open-file limit minus a reserve"
+            );
+            config.max_clients = Some(max_clients);
+        }
+    }
     let tls = tls::acceptor(&config)?;
     let options = serve::ServeOptions::new(&config, tls);
     let metrics = Arc::new(metrics::Metrics::new());

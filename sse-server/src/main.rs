@@ -16,6 +16,15 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let config = Config::parse();
+    match sse_server::limits::raise_nofile() {
+        Ok(limit) => tracing::info!(
+            was = limit.was,
+            soft = limit.soft,
+            hard = limit.hard,
+            "open-file limit: soft limit raised to the hard limit"
+        ),
+        Err(err) => tracing::warn!(cause = %err, "cannot raise the open-file limit"),
+    }
     // A bad certificate or key stops the server here, before it binds.
     let scheme = match sse_server::tls::acceptor(&config)? {
         Some(_) => "https",

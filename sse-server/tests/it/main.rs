@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a socket, driven over HTTP.
 
 mod concurrency;
+mod connections;
 mod hostile;
 mod operations;
 mod publish;
