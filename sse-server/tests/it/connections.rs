@@ -74,7 +74,10 @@ impl LimitedServer {
             }
             tokio::time::sleep(WAIT / 100).await;
         }
-        panic!("no log line with {needle:?}: {:?}", self.log.lock().unwrap());
+        panic!(
+            "no log line with {needle:?}: {:?}",
+            self.log.lock().unwrap()
+        );
     }
 
     fn log_lines(&self, needle: &str) -> Vec<String> {
