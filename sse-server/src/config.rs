@@ -14,6 +14,10 @@ pub const DEFAULT_TICK: &str = "2s";
 /// Events kept for replay. 10,000 small events is a few MB, and covers a
 /// client that was away for minutes at the rates the clock and a chat produce.
 pub const DEFAULT_HISTORY: usize = 10_000;
+/// Encoded bytes of history kept for replay. 64 MiB holds the default
+/// 10,000 events at up to ~6 KB each, yet stops 10,000 large events (a
+/// 64 KiB body of newlines encodes to ~458 KB) from pinning gigabytes.
+pub const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
 /// Proxies commonly cut idle connections after 30-60 s; a comment every 15 s
 /// keeps the stream open through them.
 pub const DEFAULT_HEARTBEAT: &str = "15s";
@@ -54,6 +58,11 @@ pub struct Config {
     /// `Last-Event-ID`.
     #[arg(long, env = "SSE_HISTORY", default_value_t = DEFAULT_HISTORY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub history: usize,
+
+    /// Most bytes of encoded events kept for replay: the oldest events are
+    /// dropped from history when either this or `--history` is exceeded.
+    #[arg(long, env = "SSE_HISTORY_BYTES", default_value_t = DEFAULT_HISTORY_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub history_bytes: usize,
 
     /// Interval between keep-alive comments on idle streams.
     #[arg(long, env = "SSE_HEARTBEAT", default_value = DEFAULT_HEARTBEAT, value_parser = parse_positive_duration)]

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     /// Whether the broker is reachable (1) or not (0).
     pub broker_up: Gauge,
+    /// Encoded bytes of the events held for replay.
+    pub history_bytes: Gauge,
+    /// Events held for replay.
+    pub history_events: Gauge,
     started: std::time::Instant,
 }
 
@@ -50,6 +54,8 @@ impl Metrics {
         let bytes_sent = Counter::default();
         let broker_up = Gauge::default();
         broker_up.set(1);
+        let history_bytes = Gauge::default();
+        let history_events = Gauge::default();
         registry.register("clients", "Subscribers connected now", clients.clone());
         registry.register(
             "events_published",
@@ -81,6 +87,16 @@ impl Metrics {
             "1 when the broker is reachable",
             broker_up.clone(),
         );
+        registry.register(
+            "history_bytes",
+            "Encoded bytes of the events held for replay (at most --history-bytes)",
+            history_bytes.clone(),
+        );
+        registry.register(
+            "history_events",
+            "Events held for replay (at most --history)",
+            history_events.clone(),
+        );
         Self {
             registry,
             clients,
@@ -90,6 +106,8 @@ impl Metrics {
             rejected,
             bytes_sent,
             broker_up,
+            history_bytes,
+            history_events,
             started: std::time::Instant::now(),
         }
     }

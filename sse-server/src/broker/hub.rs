@@ -30,6 +30,29 @@ use crate::{metrics::Metrics, wire::EventId};
 /// subscriber never holds a large copy.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
+/// What the hub may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Events kept for replay (`--history`).
+    pub history: usize,
+    /// Encoded bytes kept for replay (`--history-bytes`); the newest event
+    /// is kept whatever its size, so live subscribers get it.
+    pub history_bytes: usize,
+    /// Live events a subscriber may have pending (`--queue`).
+    pub queue: usize,
+}
+
+impl Limits {
+    /// The limits the configuration sets.
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            history: config.history,
+            history_bytes: config.history_bytes,
+            queue: config.queue,
+        }
+    }
+}
+
 /// One event as the ring holds it.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -60,6 +83,9 @@ struct Ring {
     /// Ring position of `events[0]`; positions only ever grow.
     first_pos: u64,
     capacity: usize,
+    /// Encoded bytes of the events held, and the most allowed.
+    bytes: usize,
+    max_bytes: usize,
     /// Id of the newest event ever appended, or the hub's base before any.
     last_id: EventId,
 }
@@ -156,16 +182,19 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub keeping `history` events and allowing each subscriber `queue`
-    /// pending events (at most `history`). `base` is the id just before the
-    /// first event it will hold: a resume from `base` misses nothing.
-    pub fn new(history: usize, queue: usize, base: EventId, metrics: Arc<Metrics>) -> Self {
-        let history = history.max(1);
+    /// A hub within `limits` (a subscriber's queue is at most the history).
+    /// `base` is the id just before the first event it will hold: a resume
+    /// from `base` misses nothing.
+    pub fn new(limits: Limits, base: EventId, metrics: Arc<Metrics>) -> Self {
+        let history = limits.history.max(1);
+        let queue = limits.queue;
         Self {
             ring: Mutex::new(Ring {
                 events: VecDeque::with_capacity(history.min(1024)),
                 first_pos: 0,
                 capacity: history,
+                bytes: 0,
+                max_bytes: limits.history_bytes,
                 last_id: base,
             }),
             subscribers: RwLock::new(HashMap::new()),
@@ -207,7 +236,7 @@ impl Hub {
         let event = make(ring.last_id);
         debug_assert!(event.id > ring.last_id, "appended ids must increase");
         let id = event.id;
-        let (pos, topic) = Self::insert(&mut ring, event);
+        let (pos, topic) = self.insert(&mut ring, event);
         drop(ring);
         self.fan_out(pos, &topic);
         id
@@ -224,23 +253,30 @@ impl Hub {
         if event.id <= ring.last_id {
             return false;
         }
-        let (pos, topic) = Self::insert(&mut ring, event);
+        let (pos, topic) = self.insert(&mut ring, event);
         drop(ring);
         self.fan_out(pos, &topic);
         true
     }
 
     /// Puts `event` at the head of the ring, evicting the oldest beyond
-    /// capacity; returns its ring position and topic.
-    fn insert(ring: &mut Ring, event: StoredEvent) -> (u64, Arc<str>) {
+    /// the limits in events or bytes; returns its ring position and topic.
+    fn insert(&self, ring: &mut Ring, event: StoredEvent) -> (u64, Arc<str>) {
         let topic = Arc::clone(&event.topic);
         ring.last_id = event.id;
         let pos = ring.head();
+        ring.bytes += event.wire.len();
         ring.events.push_back(event);
-        if ring.events.len() > ring.capacity {
-            ring.events.pop_front();
-            ring.first_pos += 1;
+        while ring.events.len() > ring.capacity
+            || (ring.bytes > ring.max_bytes && ring.events.len() > 1)
+        {
+            if let Some(evicted) = ring.events.pop_front() {
+                ring.bytes -= evicted.wire.len();
+                ring.first_pos += 1;
+            }
         }
+        self.metrics.history_bytes.set(ring.bytes as i64);
+        self.metrics.history_events.set(ring.events.len() as i64);
         (pos, topic)
     }
 
@@ -570,8 +606,11 @@ mod tests {
 
     fn hub(history: usize, queue: usize) -> Arc<Hub> {
         Arc::new(Hub::new(
-            history,
-            queue,
+            Limits {
+                history,
+                history_bytes: usize::MAX,
+                queue,
+            },
             EventId::new(1, 0),
             Arc::new(Metrics::new()),
         ))
@@ -725,5 +764,41 @@ mod tests {
         let (_, _, first) = open(&hub, Start::Newest(50)).await;
         assert!(first.unwrap().starts_with(b"id: 1-2\n"), "fewer: all");
         assert!(open(&hub, Start::Newest(0)).await.2.is_none());
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_by_encoded_bytes_too() {
+        let metrics = Arc::new(Metrics::new());
+        let limits = Limits {
+            history: 100,
+            history_bytes: 100,
+            queue: 100,
+        };
+        let hub = Arc::new(Hub::new(limits, EventId::new(1, 0), Arc::clone(&metrics)));
+        let event = |seq: u64, size: usize| StoredEvent {
+            id: EventId::new(1, seq),
+            topic: Arc::from("a"),
+            wire: Bytes::from(vec![b'x'; size]),
+        };
+        for seq in 1..=4 {
+            hub.push(event(seq, 30));
+        }
+        // 4 x 30 > 100: the oldest went; 3 x 30 stay.
+        assert_eq!(metrics.history_bytes.get(), 90);
+        assert_eq!(metrics.history_events.get(), 3);
+        let (plan, _, _) = open(&hub, Start::After("1-1")).await;
+        assert_eq!(plan, Plan::After(EventId::new(1, 1)));
+        assert_eq!(
+            open(&hub, Start::After("1-0")).await.0,
+            Plan::TooOld {
+                resume: EventId::new(1, 1)
+            }
+        );
+        // One event over the limit is still kept, alone, for live readers.
+        let (mut live, _) = hub.subscribe(topics(&["a"]), Start::Live, CancellationToken::new());
+        hub.push(event(5, 500));
+        assert_eq!(metrics.history_bytes.get(), 500);
+        assert_eq!(metrics.history_events.get(), 1);
+        assert_eq!(live.next().await.unwrap().len(), 500);
     }
 }

@@ -7,7 +7,10 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{hub::Hub, too_old_notice, Plan, Start, StoredEvent, Subscription};
+use super::{
+    hub::{Hub, Limits},
+    too_old_notice, Plan, Start, StoredEvent, Subscription,
+};
 use crate::{
     metrics::Metrics,
     wire::{encode_event, EventId},
@@ -26,14 +29,14 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
-    /// A broker keeping `history` events, with `queue` pending events
-    /// allowed per subscriber.
-    pub fn new(history: usize, queue: usize, metrics: Arc<Metrics>) -> Self {
+    /// A broker within `limits` (history, and pending events per
+    /// subscriber).
+    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Self {
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
         Self {
-            hub: Arc::new(Hub::new(history, queue, EventId::new(epoch, 0), metrics)),
+            hub: Arc::new(Hub::new(limits, EventId::new(epoch, 0), metrics)),
             epoch,
         }
     }

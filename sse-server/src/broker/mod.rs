@@ -20,7 +20,7 @@ use crate::{
     metrics::Metrics,
     wire::{self, EventId},
 };
-pub use hub::{Hub, Opened, StoredEvent, Subscription};
+pub use hub::{Hub, Limits, Opened, StoredEvent, Subscription};
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
 pub use resume::{Plan, Start};
@@ -50,16 +50,14 @@ impl Broker {
     pub async fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BrokerError> {
         match &config.broker {
             BrokerUrl::Memory => Ok(Self::Memory(MemoryBroker::new(
-                config.history,
-                config.queue,
+                Limits::from_config(config),
                 metrics,
             ))),
             BrokerUrl::Redis(url) => Ok(Self::Redis(
                 RedisBroker::start(
                     url,
                     &config.redis_prefix,
-                    config.history,
-                    config.queue,
+                    Limits::from_config(config),
                     metrics,
                 )
                 .await?,

@@ -36,7 +36,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    hub::Hub,
+    hub::{Hub, Limits},
     resume::{self, predecessor, Plan, Retained, Start},
     too_old_notice, BrokerError, StoredEvent, Subscription,
 };
@@ -140,8 +140,7 @@ impl RedisBroker {
     /// Connects to the Redis at `url` and starts the reader task.
     ///
     /// Events live in the stream `{prefix}:events`, trimmed to about
-    /// `history` entries; the local ring holds `history` events and each
-    /// subscriber may have `queue` pending.
+    /// `limits.history` entries; the local ring holds what `limits` allow.
     ///
     /// # Errors
     /// When the URL is invalid or Redis cannot be reached now: a server
@@ -150,8 +149,7 @@ impl RedisBroker {
     pub async fn start(
         url: &str,
         prefix: &str,
-        history: usize,
-        queue: usize,
+        limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BrokerError> {
         let redacted_url = redact_url(url);
@@ -180,7 +178,7 @@ impl RedisBroker {
             .map_err(|err| unreachable(&err))?;
         // The reader appends everything after the stream's current end.
         let start_id = info.last;
-        let hub = Arc::new(Hub::new(history, queue, start_id, Arc::clone(&metrics)));
+        let hub = Arc::new(Hub::new(limits, start_id, Arc::clone(&metrics)));
         metrics.broker_up.set(1);
         let state = Arc::new(State {
             hub,
@@ -204,7 +202,7 @@ impl RedisBroker {
             state,
             publisher,
             key,
-            history,
+            history: limits.history,
             position,
             stop,
             reader: Mutex::new(Some(reader)),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{publish, BinaryServer, EventReader, TestServer};
+use crate::support::{metric, publish, BinaryServer, EventReader, TestServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -141,4 +141,32 @@ async fn a_client_resuming_after_a_restart_gets_what_was_published_since() {
     assert_eq!(reader.expect(WAIT).await.data, "after 1");
     assert_eq!(reader.expect(WAIT).await.data, "after 2");
     server.terminate().await;
+}
+
+#[tokio::test]
+async fn history_is_bounded_by_encoded_bytes_as_well_as_events() {
+    let server = TestServer::start(&["--history-bytes", "4096"]).await;
+    let base = server.url("");
+    let kilobyte = "x".repeat(1000);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(publish(&base, "default", "message", &format!("{i}{kilobyte}")).await);
+    }
+    // About 1,030 encoded bytes each: three fit in 4,096.
+    assert_eq!(metric(&base, "sse_history_events").await, 3);
+    let bytes = metric(&base, "sse_history_bytes").await;
+    assert!((3_000..=4_096).contains(&bytes), "{bytes}");
+    let mut reader = EventReader::open(&server.url("/sse"), Some(&ids[0])).await;
+    let notice = reader.expect(WAIT).await;
+    assert_eq!(notice.event, "too-old");
+    let detail: serde_json::Value = serde_json::from_str(&notice.data).unwrap();
+    assert_eq!(detail["oldestId"], ids[7]);
+    for id in &ids[7..] {
+        assert_eq!(&reader.expect(WAIT).await.id, id);
+    }
+    // The encoded size counts: 2,000 newlines are 2,001 `data:` lines.
+    publish(&base, "default", "message", &"\n".repeat(2_000)).await;
+    assert_eq!(metric(&base, "sse_history_events").await, 1);
+    assert!(metric(&base, "sse_history_bytes").await > 12_000);
+    server.stop().await;
 }
