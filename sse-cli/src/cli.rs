@@ -41,9 +41,62 @@ pub enum Command {
     Watch(WatchArgs),
     /// Publish an event to an sse-server (or one event per line of stdin).
     Publish(PublishArgs),
+    /// Check an SSE endpoint (and every proxy, CDN and compressor in front
+    /// of it) for what breaks browsers: one PASS/WARN/FAIL line per check.
+    /// Exit 0 when nothing failed, 1 when something did, 2 when it could not
+    /// connect.
+    Check(CheckArgs),
     /// Print a shell completion script, e.g.
     /// `sse-cli completions bash > ~/.local/share/bash-completion/completions/sse-cli`.
     Completions(CompletionsArgs),
+}
+
+/// `check --timeout`'s default: long enough to see a heartbeat sent every
+/// 15 s (our server's default) twice over.
+pub const DEFAULT_CHECK_TIMEOUT: &str = "30s";
+
+/// Flags of `sse-cli check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// URL of the event stream to check (ours or anyone's).
+    pub url: Url,
+
+    /// Also publish test events here and check delivery time, a multi-line
+    /// and unicode round trip, and a Last-Event-ID resume (e.g.
+    /// http://localhost:3000/publish).
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<Url>,
+
+    /// The publish request's body, for servers other than ours: `{{data}}`
+    /// stands for the data as a JSON string, `{{text}}` for the raw text
+    /// (sent as application/json when the result is JSON, else text/plain).
+    /// Default: {"data": {{data}}}.
+    #[arg(long, value_name = "TEMPLATE", requires = "publish_url",
+          value_parser = parse_publish_body)]
+    pub publish_body: Option<String>,
+
+    /// Extra request header on every request, as 'Name: value'; repeat for
+    /// several.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<Header>,
+
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Longest wait for anything: the response, a heartbeat, each event.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_CHECK_TIMEOUT,
+          value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+}
+
+/// Checks that a publish body template has a place for the data.
+fn parse_publish_body(s: &str) -> Result<String, String> {
+    if s.contains("{{data}}") || s.contains("{{text}}") {
+        Ok(s.to_string())
+    } else {
+        Err("the template needs {{data}} (a JSON string) or {{text}} (raw text)".into())
+    }
 }
 
 /// Flags of `sse-cli completions`.
@@ -281,6 +334,51 @@ mod tests {
             &["sse-cli", "publish", "--url", "::"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn check_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "sse-cli",
+            "check",
+            "http://h/sse",
+            "--publish-url",
+            "http://h/publish",
+            "--publish-body",
+            r#"{"message": {{data}}}"#,
+            "--json",
+            "--timeout",
+            "5",
+        ])
+        .unwrap();
+        let Command::Check(args) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(args.timeout, Duration::from_secs(5));
+        assert!(args.json);
+        assert_eq!(args.publish_url.unwrap().as_str(), "http://h/publish");
+        for bad in [
+            &["sse-cli", "check"][..],
+            &[
+                "sse-cli",
+                "check",
+                "http://h/",
+                "--publish-body",
+                "{{data}}",
+            ],
+            &[
+                "sse-cli",
+                "check",
+                "http://h/",
+                "--publish-url",
+                "http://h/p",
+                "--publish-body",
+                "x",
+            ],
+            &["sse-cli", "check", "http://h/", "--timeout", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -2,10 +2,12 @@
 //!
 //! The binary is a thin shell over this library: [`cli`] holds the flags,
 //! [`watch`] follows a stream the way a browser's `EventSource` does,
-//! [`publish`] sends events to an sse-server, [`output`] prints events, and
+//! [`publish`] sends events to an sse-server, [`check`] diagnoses an SSE
+//! endpoint and whatever sits in front of it, [`output`] prints events, and
 //! [`parse`] is the `text/event-stream` parser, which `sse-bench` reuses,
 //! as it does [`duration`] and [`http::is_event_stream`].
 
+pub mod check;
 pub mod cli;
 pub mod duration;
 pub mod http;
@@ -41,16 +43,18 @@ pub fn completions(
     out.flush()
 }
 
-/// Runs a parsed command line to completion.
+/// Runs a parsed command line to completion and returns the exit status
+/// (0, or `check`'s 1 and 2).
 ///
 /// # Errors
 ///
 /// What the command failed with, as one line for stderr.
-pub async fn run(cli: cli::Cli) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(cli: cli::Cli) -> Result<u8, Box<dyn std::error::Error>> {
     match cli.command {
         cli::Command::Watch(args) => watch::run(args).await?,
         cli::Command::Publish(args) => publish::run(args).await?,
+        cli::Command::Check(args) => return check::run(args).await,
         cli::Command::Completions(args) => completions(args.shell, &mut std::io::stdout())?,
     }
-    Ok(())
+    Ok(0)
 }

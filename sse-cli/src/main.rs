@@ -1,5 +1,6 @@
 //! `sse-cli`: parses the command line, runs it, and turns an error into one
-//! line on stderr and exit status 1 (clap exits with 2 on a usage error).
+//! line on stderr and exit status 1 (clap exits with 2 on a usage error;
+//! `check` chooses its own 0, 1 or 2).
 
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ fn main() -> ExitCode {
         Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
     };
     match runtime.block_on(sse_cli::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => fail(&err.to_string()),
     }
 }

@@ -14,6 +14,8 @@ async fn each_shell_gets_a_script_naming_every_subcommand_and_flag() {
             "watch",
             "publish",
             "completions",
+            "check",
+            "publish-url",
             "idle-timeout",
             "connect-timeout",
             "token",

@@ -1,6 +1,7 @@
 //! The one integration-test binary of `sse-cli` (one binary links faster
 //! than one per file).
 
+mod check;
 mod completions;
 mod e2e;
 mod eventsource_stream;
