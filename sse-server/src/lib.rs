@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod lean;
 pub mod limits;
 pub mod metrics;
 pub mod routes;

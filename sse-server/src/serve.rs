@@ -180,12 +180,16 @@ async fn connection(
     options: ServeOptions,
     stopping: CancellationToken,
 ) {
-    let Some(acceptor) = &options.tls else {
-        serve_http1(stream, peer, router, &options, stopping).await;
+    let Some(acceptor) = options.tls.clone() else {
+        crate::lean::serve_connection(stream, peer, router, options, stopping).await;
         return;
     };
+    let handshake = Box::pin(tokio::time::timeout(
+        TLS_HANDSHAKE_TIMEOUT,
+        acceptor.accept(stream),
+    ));
     let tls = tokio::select! {
-        accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => {
+        accepted = handshake => {
             match accepted {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
@@ -201,24 +205,25 @@ async fn connection(
         () = stopping.cancelled() => return,
     };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_http2(tls, peer, router, stopping).await;
+        Box::pin(serve_http2(tls, peer, router, stopping)).await;
     } else {
-        serve_http1(tls, peer, router, &options, stopping).await;
+        crate::lean::serve_connection(tls, peer, router, options, stopping).await;
     }
 }
 
-/// One HTTP/1 connection; its handle closes it (a subscriber that fell
-/// behind has only this one stream on it).
-async fn serve_http1<I>(
+/// One HTTP/1 connection served by hyper (every request the lean path
+/// does not take, from the first on); its handle closes it (a subscriber
+/// that fell behind has only this one stream on it).
+pub(crate) async fn serve_hyper_http1<I>(
     io: I,
     peer: SocketAddr,
     router: Router,
     options: &ServeOptions,
+    handle: CancellationToken,
     stopping: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handle = CancellationToken::new();
     let service = {
         let handle = handle.clone();
         hyper::service::service_fn(move |mut request: Request<Incoming>| {

@@ -253,3 +253,70 @@ async fn idle_and_slow_connections_are_closed_after_the_keepalive_timeout() {
     assert!(!closed_within(&mut stream, Duration::from_secs(3)).await);
     server.terminate().await;
 }
+
+/// The response head (with `date` taken out) and what follows it within
+/// a moment, for a raw request.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = tokio::time::timeout(WAIT, read_head(&mut stream))
+        .await
+        .unwrap();
+    let date = head.find("date: ").expect("a date header");
+    let end = date + head[date..].find("\r\n").unwrap() + 2;
+    head.replace_range(date..end, "");
+    let mut rest = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut rest))
+        .await
+        .map_or(0, Result::unwrap);
+    head + &String::from_utf8_lossy(&rest[..n])
+}
+
+#[tokio::test]
+async fn lean_subscriptions_answer_with_the_same_bytes_as_hyper() {
+    let server = BinaryServer::start("127.0.0.1:0", &["--tick", "0", "--max-clients", "4"]).await;
+    // `TE: trailers` sends a request to hyper; hyper ignores it otherwise.
+    let cases = [
+        "GET /sse?topic=a HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n",
+        "GET /sse?topic= HTTP/1.1\r\nHost: t\r\n",
+        "GET /sse?topic=a&lastEventId=1-1 HTTP/1.1\r\nHost: t\r\n",
+    ];
+    let mut held = Vec::new();
+    for case in cases {
+        let lean = raw_exchange(server.addr, &format!("{case}\r\n")).await;
+        let hyper = raw_exchange(server.addr, &format!("{case}TE: trailers\r\n\r\n")).await;
+        assert_eq!(lean, hyper, "{case}");
+        assert!(lean.starts_with("HTTP/1.1 "), "{lean}");
+        held.push(lean);
+    }
+    assert!(
+        held[0].contains("transfer-encoding: chunked\r\n"),
+        "{}",
+        held[0]
+    );
+    assert!(
+        held[0].ends_with("\r\n\r\nC\r\nretry: 3000\n\r\n"),
+        "{}",
+        held[0]
+    );
+    assert!(held[1].starts_with("HTTP/1.1 400"), "{}", held[1]);
+    // Full: the 503 is the same both ways too.
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let mut stream = send_get(server.addr, "/sse").await;
+        read_head(&mut stream).await;
+        streams.push(stream);
+    }
+    let lean = raw_exchange(server.addr, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let hyper = raw_exchange(
+        server.addr,
+        "GET /sse HTTP/1.1\r\nHost: t\r\nTE: trailers\r\n\r\n",
+    )
+    .await;
+    assert_eq!(lean, hyper);
+    assert!(
+        lean.starts_with("HTTP/1.1 503") && lean.contains("retry-after: 3\r\n"),
+        "{lean}"
+    );
+    server.terminate().await;
+}

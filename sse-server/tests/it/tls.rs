@@ -111,7 +111,7 @@ async fn http1_over_tls_streams_the_same_bytes() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(&opening[..], b"retry: 5000\n\n");
+    assert_eq!(&opening[..], b"retry: 5000\n");
     server.stop().await;
 }
 
