@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use sse_cli::cli::Header;
 
-use crate::compat::parse_duration;
+use sse_cli::duration::parse_duration;
 
 /// Clients opened when `--clients` is not given: enough to see fan-out cost,
 /// few enough to run anywhere.

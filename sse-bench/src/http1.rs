@@ -100,7 +100,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
             retry_after,
         }));
     }
-    if !header("content-type").is_some_and(crate::compat::is_event_stream) {
+    if !header("content-type").is_some_and(sse_cli::http::is_event_stream) {
         return Ok(Some(Head::Refused {
             kind: "not text/event-stream".into(),
             retry_after: None,

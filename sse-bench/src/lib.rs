@@ -11,7 +11,6 @@
 pub mod aggregate;
 pub mod cli;
 pub mod client;
-mod compat;
 pub mod group;
 pub mod http1;
 pub mod limits;
