@@ -10,6 +10,8 @@ use sse_cli::cli::Header;
 
 use sse_cli::duration::parse_duration;
 
+use crate::scenario::{parse_rate, ClientPlan, Scenario};
+
 /// Clients opened when `--clients` is not given: enough to see fan-out cost,
 /// few enough to run anywhere.
 pub const DEFAULT_CLIENTS: usize = 100;
@@ -25,6 +27,18 @@ pub const DEFAULT_PAYLOAD: usize = 128;
 /// New connections per second during ramp-up: fast enough to open 10,000
 /// clients in two seconds, slow enough not to overflow a 4096 listen backlog.
 pub const DEFAULT_CONNECT_RATE: f64 = 5000.0;
+
+/// Share of connections the storm cuts: half, as a deploy that restarts one
+/// of two instances would.
+pub const DEFAULT_STORM_FRACTION: f64 = 0.5;
+
+/// Short-lived clients per second in `churn`: a busy page's visitors
+/// arriving and leaving, well within one core's accept rate.
+pub const DEFAULT_CHURN_RATE: f64 = 100.0;
+
+/// Read rate of slow clients: about a mobile connection in a tunnel, below
+/// what the default 10 events/s of 128 B need with their framing (~2 KB/s).
+pub const DEFAULT_SLOW_READ_RATE: &str = "1KB/s";
 
 /// Subscribe URL template for our server; `{url}` and `{topic}` are
 /// substituted.
@@ -106,6 +120,11 @@ pub struct Cli {
     #[arg(long = "pub-header", value_name = "HEADER", value_parser = sse_cli::cli::parse_header)]
     pub pub_headers: Vec<Header>,
 
+    /// Bearer token sent as `Authorization: Bearer T` on every subscribe and
+    /// publish (a server with --publish-token or JWT authorization).
+    #[arg(long, env = "SSE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// PID of the server under test (repeatable): its CPU time and resident
     /// memory, with all its descendant processes, are reported.
     #[arg(long = "server-pid", value_name = "PID")]
@@ -146,9 +165,41 @@ pub struct Cli {
     #[arg(long, value_name = "REPORT.json", num_args = 1..)]
     pub table: Vec<PathBuf>,
 
+    /// What to do to the clients: steady (default), reconnect-storm, churn
+    /// or slow-consumers.
+    #[arg(long, value_enum, default_value_t = Scenario::Steady)]
+    pub scenario: Scenario,
+
+    /// reconnect-storm: when to cut, after publishing starts (default: half
+    /// the duration).
+    #[arg(long, value_parser = parse_duration)]
+    pub storm_at: Option<Duration>,
+
+    /// reconnect-storm: share of the connections cut at once.
+    #[arg(long, default_value_t = DEFAULT_STORM_FRACTION, value_parser = parse_fraction)]
+    pub storm_fraction: f64,
+
+    /// churn: short-lived clients started per second, each reading for a
+    /// random time and leaving.
+    #[arg(long, default_value_t = DEFAULT_CHURN_RATE, value_parser = parse_positive_f64)]
+    pub churn_rate: f64,
+
+    /// slow-consumers: how many of the clients read slowly (default: a
+    /// tenth, at least one).
+    #[arg(long)]
+    pub slow_clients: Option<usize>,
+
+    /// slow-consumers: how fast the slow clients read, e.g. 1KB/s, 512B/s.
+    #[arg(long, default_value = DEFAULT_SLOW_READ_RATE, value_parser = parse_rate)]
+    pub slow_read_rate: u64,
+
     /// Internal: run as a worker child process of a --workers run.
     #[arg(long, hide = true)]
     pub worker: bool,
+
+    /// Internal: clients of the whole run (a worker's roles depend on it).
+    #[arg(long, hide = true)]
+    pub total_clients: Option<usize>,
 
     /// Internal: index of the first client of this worker (spreads source
     /// addresses evenly across workers).
@@ -161,10 +212,39 @@ pub struct Cli {
     pub grip_origin: Option<SocketAddr>,
 }
 
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("expected a share above 0 and at most 1, got {s:?}")),
+    }
+}
+
 fn parse_positive_f64(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
+impl Cli {
+    /// The scenario settings clients need, for a run of `total` clients.
+    pub fn client_plan(&self, total: usize) -> ClientPlan {
+        ClientPlan {
+            scenario: self.scenario,
+            total,
+            storm_fraction: self.storm_fraction,
+            slow_clients: self.slow_clients.unwrap_or((total / 10).max(1)).min(total),
+            slow_read_rate: self.slow_read_rate,
+        }
+    }
+
+    /// When the scenario's moment comes, after publishing starts.
+    pub fn event_at(&self) -> Option<Duration> {
+        match self.scenario {
+            Scenario::ReconnectStorm => Some(self.storm_at.unwrap_or(self.duration / 2)),
+            Scenario::SlowConsumers => Some(self.duration / 2),
+            Scenario::Steady | Scenario::Churn => None,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use sse_cli::parse::Parser;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, watch};
 use crate::aggregate::{Counters, Msg};
 use crate::http1::{self, Framing, Head};
 use crate::payload;
+use crate::scenario::{
+    ClientPlan, Role, Signal, DEFAULT_RECONNECT, MAX_RETRY_AFTER, SLOW_RECV_BUFFER,
+};
 use crate::seq::SeqTracker;
 
 /// Bytes read per `read()` call: holds a dozen 128-byte events when a client
@@ -56,15 +59,21 @@ pub struct Target {
 }
 
 impl Target {
-    /// Resolves the subscribe URL and prepares the request.
+    /// Resolves the subscribe URL and prepares the request (with
+    /// `Authorization: Bearer` when a token is given).
     ///
     /// # Errors
-    /// When the URL is not plain http or the host does not resolve.
+    /// When the URL is not plain http, the host does not resolve, or the
+    /// token cannot be sent in a header.
     pub async fn new(
         sub_url: &str,
         source_ips: Vec<IpAddr>,
         connect_timeout: Duration,
+        token: Option<&str>,
     ) -> anyhow::Result<Self> {
+        if token.is_some_and(|t| t.bytes().any(|b| b < 0x20 || b == 0x7f)) {
+            bail!("--token holds characters a header cannot carry");
+        }
         let (host, port, path) = http1::split_http_url(sub_url)?;
         let lookup_host = host
             .trim_start_matches('[')
@@ -80,11 +89,14 @@ impl Target {
         } else {
             format!("{host}:{port}")
         };
-        let request_head = format!(
+        let mut request_head = format!(
             "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: text/event-stream\r\n\
              Cache-Control: no-cache\r\nUser-Agent: sse-bench/{}\r\n",
             env!("CARGO_PKG_VERSION")
         );
+        if let Some(t) = token {
+            request_head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
         Ok(Self {
             addr,
             request_head,
@@ -150,6 +162,13 @@ pub struct Conn {
     stream: TcpStream,
     framing: Framing,
     pending: Range<usize>,
+}
+
+impl Conn {
+    /// The socket, for a client that only drains it.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
 }
 
 /// How a connection is opened beyond the target's defaults.
@@ -277,24 +296,32 @@ impl LatencyBatch {
 
     /// Hands the batch over when it is full, old, or from an earlier
     /// second than `now_ns` (so the per-second timeline stays exact).
-    fn flush_if_due(&mut self, now_ns: u64, tx: &mpsc::UnboundedSender<Msg>) {
+    fn flush_if_due(&mut self, now_ns: u64, slow: bool, tx: &mpsc::UnboundedSender<Msg>) {
         let due = self.values.len() >= LATENCY_BATCH
             || now_ns.saturating_sub(self.started_ns) >= LATENCY_BATCH_MAX_AGE_NS
             || now_ns / 1_000_000_000 != self.started_ns / 1_000_000_000;
-        if due && !self.values.is_empty() {
-            self.flush(tx);
+        if due {
+            self.flush(slow, tx);
         }
     }
 
-    fn flush(&mut self, tx: &mpsc::UnboundedSender<Msg>) {
+    fn flush(&mut self, slow: bool, tx: &mpsc::UnboundedSender<Msg>) {
         if !self.values.is_empty() {
             let values = std::mem::replace(&mut self.values, Vec::with_capacity(LATENCY_BATCH));
             let _ = tx.send(Msg::Latencies {
                 at_ns: self.started_ns,
+                slow,
                 values,
             });
         }
     }
+}
+
+/// A resume being checked: the first new event must be `expected`.
+#[derive(Debug, Clone, Copy)]
+struct ResumeCheck {
+    expected: u64,
+    repeated: u64,
 }
 
 /// What one client has received, across its connections.
@@ -302,15 +329,57 @@ pub struct Deliveries {
     parser: Parser,
     tracker: SeqTracker,
     batch: LatencyBatch,
+    resume: Option<ResumeCheck>,
+    slow: bool,
 }
 
 impl Deliveries {
-    fn new() -> Self {
+    fn new(slow: bool) -> Self {
         Self {
             parser: Parser::with_max_event_size(MAX_EVENT_BYTES),
             tracker: SeqTracker::default(),
             batch: LatencyBatch::default(),
+            resume: None,
+            slow,
         }
+    }
+
+    /// A new stream opened after a cut or break: the next event of ours
+    /// must be the one after the newest seen (the first, if none was).
+    fn begin_resume(&mut self) {
+        self.close_resume();
+        self.tracker.summary.resumes += 1;
+        self.resume = Some(ResumeCheck {
+            expected: self.tracker.newest().map_or(0, |n| n + 1),
+            repeated: 0,
+        });
+    }
+
+    /// Settles a pending resume check: one that saw no new event yet
+    /// counts as exact when it saw no repeat either.
+    fn close_resume(&mut self) {
+        if let Some(r) = self.resume.take() {
+            if r.repeated == 0 {
+                self.tracker.summary.resumes_exact += 1;
+            }
+        }
+    }
+
+    /// Checks a delivery against a pending resume.
+    fn check_resume(&mut self, seq: u64) {
+        let Some(r) = &mut self.resume else { return };
+        let s = &mut self.tracker.summary;
+        if seq < r.expected {
+            r.repeated += 1;
+            s.gap_duplicated += 1;
+            return;
+        }
+        let skipped = seq - r.expected;
+        s.gap_lost += skipped;
+        if skipped == 0 && r.repeated == 0 {
+            s.resumes_exact += 1;
+        }
+        self.resume = None;
     }
 
     /// Feeds raw body bytes (still framed); returns false when the body
@@ -325,128 +394,223 @@ impl Deliveries {
         let now = payload::now_ns();
         let mut events = 0u64;
         let before = self.tracker.summary.distinct;
-        let Self {
-            parser,
-            tracker,
-            batch,
-        } = self;
+        let mut parser = std::mem::take(&mut self.parser);
         let result = framing.decode(chunk, |body| {
             parser
                 .feed(body, |ev| {
                     events += 1;
                     match payload::decode(&ev.data) {
                         Some((seq, intended)) => {
-                            if tracker.observe(seq) {
-                                batch.push(now, now.saturating_sub(intended) / 1000);
+                            self.check_resume(seq);
+                            if self.tracker.observe(seq) {
+                                self.batch.push(now, now.saturating_sub(intended) / 1000);
                             }
                         }
-                        None => tracker.summary.foreign += 1,
+                        None => self.tracker.summary.foreign += 1,
                     }
                 })
                 .map_err(anyhow::Error::from)
         });
+        self.parser = parser;
         counters
             .bytes
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if events > 0 {
             counters.events.fetch_add(events, Ordering::Relaxed);
-            counters
-                .distinct
-                .fetch_add(self.tracker.summary.distinct - before, Ordering::Relaxed);
+            if !self.slow {
+                counters
+                    .distinct
+                    .fetch_add(self.tracker.summary.distinct - before, Ordering::Relaxed);
+            }
         }
-        self.batch.flush_if_due(now, tx);
+        self.batch.flush_if_due(now, self.slow, tx);
         result
     }
 }
 
+/// What every client of a process shares.
+pub struct Shared {
+    /// Where to connect.
+    pub target: Arc<Target>,
+    /// Live counters.
+    pub counters: Arc<Counters>,
+    /// The aggregator.
+    pub tx: mpsc::UnboundedSender<Msg>,
+    /// The scenario.
+    pub plan: ClientPlan,
+}
+
 /// How a connection's reading ended.
 enum End {
-    /// The run is stopping.
-    Stopped,
+    /// The run's signal changed.
+    Signal,
     /// The stream ended or broke; the report key says how.
     Broken(String),
 }
 
-/// Reads one connection until it ends or `stopped` fires.
+/// Reads one connection until it ends or `signalled` fires; `throttle`
+/// (bytes per second) makes it a slow reader.
 async fn read_stream(
     conn: &mut Conn,
     buf: &mut [u8],
-    deliveries: &mut Deliveries,
-    counters: &Counters,
-    tx: &mpsc::UnboundedSender<Msg>,
-    mut stopped: std::pin::Pin<&mut impl std::future::Future>,
+    d: &mut Deliveries,
+    shared: &Shared,
+    throttle: Option<u64>,
+    mut signalled: std::pin::Pin<&mut impl std::future::Future>,
 ) -> End {
     loop {
         if !conn.pending.is_empty() {
             let chunk = &buf[conn.pending.clone()];
-            match deliveries.on_bytes(&mut conn.framing, chunk, counters, tx) {
+            let fed = d.on_bytes(&mut conn.framing, chunk, &shared.counters, &shared.tx);
+            conn.pending = 0..0;
+            match fed {
                 Ok(true) => {}
                 Ok(false) => return End::Broken("stream ended".into()),
                 Err(e) => return End::Broken(format!("bad stream: {e}")),
             }
         }
+        // A slow reader takes a tenth of a second's worth at a time.
+        let cap = throttle.map_or(buf.len(), |r| usize::try_from(r / 10).unwrap_or(1));
+        let cap = cap.clamp(1, buf.len());
         tokio::select! {
             biased;
-            _ = &mut stopped => return End::Stopped,
-            r = conn.stream.read(buf) => match r {
+            _ = &mut signalled => return End::Signal,
+            r = conn.stream.read(&mut buf[..cap]) => match r {
                 Ok(0) => return End::Broken("closed by server".into()),
                 Ok(n) => conn.pending = 0..n,
                 Err(e) => return End::Broken(io_kind(&e)),
             },
         }
+        if let Some(rate) = throttle {
+            let pause = Duration::from_secs_f64(conn.pending.len() as f64 / rate as f64);
+            tokio::select! {
+                biased;
+                _ = &mut signalled => return End::Signal,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
     }
 }
 
-/// Runs one client until `stop` turns true or its stream ends, reporting to
-/// the aggregator through `tx`.
-pub async fn run(
-    target: Arc<Target>,
+/// Waits until the run stops.
+async fn stopped(signal: &mut watch::Receiver<Signal>) {
+    // An error means the run dropped its sender: stopped as well.
+    let _ = signal.wait_for(|s| *s == Signal::Stop).await;
+}
+
+/// Reconnects as EventSource does: waits the stream's `retry:` time (or the
+/// server's `Retry-After` after a refusal), sends `Last-Event-ID`, and tries
+/// again until a stream opens or the run stops (`None`).
+async fn reconnect(
+    shared: &Shared,
     index: usize,
-    counters: Arc<Counters>,
-    tx: mpsc::UnboundedSender<Msg>,
-    stop: watch::Receiver<bool>,
-) {
+    d: &mut Deliveries,
+    opts: SocketOptions,
+    buf: &mut [u8],
+    signal: &mut watch::Receiver<Signal>,
+) -> Option<Conn> {
+    let lost_at = Instant::now();
+    let retry = d.parser.retry().unwrap_or(DEFAULT_RECONNECT);
+    let mut wait = retry;
+    loop {
+        tokio::select! {
+            _ = stopped(signal) => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        d.parser.reset_for_reconnect();
+        let attempt = open(&shared.target, index, d.parser.last_event_id(), opts, buf);
+        let outcome = tokio::select! {
+            _ = stopped(signal) => return None,
+            r = attempt => r,
+        };
+        match outcome {
+            Ok(conn) => {
+                let after_us = u64::try_from(lost_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let _ = shared.tx.send(Msg::Attempt { kind: "200".into() });
+                let _ = shared.tx.send(Msg::Reconnected { after_us });
+                d.begin_resume();
+                return Some(conn);
+            }
+            Err(e) => {
+                wait = e.retry_after.map_or(retry, |w| w.min(MAX_RETRY_AFTER));
+                let _ = shared.tx.send(Msg::Attempt { kind: e.kind });
+            }
+        }
+    }
+}
+
+/// Runs one client until the run stops (or, in `steady`, until its stream
+/// ends), reporting to the aggregator.
+pub async fn run(shared: Arc<Shared>, index: usize, mut signal: watch::Receiver<Signal>) {
+    let role = shared.plan.role(index);
+    let opts = SocketOptions {
+        recv_buffer: (role == Role::Slow).then_some(SLOW_RECV_BUFFER),
+    };
+    let counters = &shared.counters;
     let mut buf = vec![0u8; READ_BUF_BYTES];
     let started = Instant::now();
-    let mut conn = match open(&target, index, "", SocketOptions::default(), &mut buf).await {
+    let mut conn = match open(&shared.target, index, "", opts, &mut buf).await {
         Ok(c) => c,
         Err(e) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(Msg::Failed { kind: e.kind });
+            let _ = shared.tx.send(Msg::Failed { kind: e.kind });
             return;
         }
     };
     let connect_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let _ = tx.send(Msg::Connected { connect_us });
+    let _ = shared.tx.send(Msg::Connected { connect_us });
     counters.connected.fetch_add(1, Ordering::Relaxed);
+    counters.open.fetch_add(1, Ordering::Relaxed);
 
-    let mut deliveries = Deliveries::new();
-    // One stop future for the whole stream: re-creating it on every wake-up
-    // would re-register with the watch channel for every event.
-    let mut stop_signal = stop.clone();
-    let stopped = stop_signal.changed();
-    tokio::pin!(stopped);
-    let end = read_stream(
-        &mut conn,
-        &mut buf,
-        &mut deliveries,
-        &counters,
-        &tx,
-        stopped.as_mut(),
-    )
-    .await;
-    deliveries.batch.flush(&tx);
-    let mut summary = deliveries.tracker.summary;
-    // A stream that ends before the run does is an error, unless the run
-    // was already stopping.
-    if let End::Broken(kind) = end {
-        if !*stop.borrow() {
-            summary.dropped = true;
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(Msg::Failed {
-                kind: format!("dropped: {kind}"),
-            });
+    let mut d = Deliveries::new(role == Role::Slow);
+    d.tracker.summary.index = index as u64;
+    d.tracker.summary.slow = role == Role::Slow;
+    loop {
+        let throttle = (role == Role::Slow && *signal.borrow() >= Signal::Event)
+            .then_some(shared.plan.slow_read_rate);
+        let end = {
+            // One signal future per stream: re-creating it on every wake-up
+            // would re-register with the watch channel for every event.
+            let changed = signal.changed();
+            tokio::pin!(changed);
+            read_stream(&mut conn, &mut buf, &mut d, &shared, throttle, changed).await
+        };
+        let now = *signal.borrow();
+        match end {
+            End::Signal if now == Signal::Stop => break,
+            End::Signal if role == Role::Cut && !d.tracker.summary.cut => {
+                d.tracker.summary.cut = true;
+            }
+            End::Signal => continue,
+            End::Broken(_) if now == Signal::Stop => break,
+            End::Broken(kind) if !shared.plan.reconnects() => {
+                d.tracker.summary.dropped = true;
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                let _ = shared.tx.send(Msg::Failed {
+                    kind: format!("dropped: {kind}"),
+                });
+                break;
+            }
+            End::Broken(kind) => {
+                d.tracker.summary.breaks += 1;
+                let _ = shared.tx.send(Msg::Break { kind });
+            }
         }
+        // Cut or broken: drop the socket (the bench's cut closes it here).
+        drop(conn);
+        counters.open.fetch_sub(1, Ordering::Relaxed);
+        match reconnect(&shared, index, &mut d, opts, &mut buf, &mut signal).await {
+            Some(c) => conn = c,
+            None => {
+                d.tracker.summary.not_back = true;
+                counters.open.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        counters.open.fetch_add(1, Ordering::Relaxed);
     }
-    let _ = tx.send(Msg::Done(summary));
+    counters.open.fetch_sub(1, Ordering::Relaxed);
+    d.close_resume();
+    d.batch.flush(d.slow, &shared.tx);
+    let _ = shared.tx.send(Msg::Done(d.tracker.summary));
 }

@@ -14,8 +14,9 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::aggregate::{Aggregator, Counters, GroupResult};
-use crate::client::{self, Target};
+use crate::aggregate::{Aggregator, Counters, GroupResult, Msg};
+use crate::client::{self, Shared, Target};
+use crate::scenario::{ClientPlan, Signal};
 
 /// How often the aggregator refreshes the live p99 (and workers report
 /// progress): often enough for a lively display, rarely enough to cost
@@ -25,55 +26,70 @@ pub const PROGRESS_TICK: Duration = Duration::from_millis(250);
 /// Clients in this process.
 pub struct LocalGroup {
     counters: Arc<Counters>,
-    stop: watch::Sender<bool>,
+    signal: watch::Sender<Signal>,
+    tx: mpsc::UnboundedSender<Msg>,
     aggregator: JoinHandle<Aggregator>,
 }
 
 impl LocalGroup {
     /// Starts `n` clients, ramped at `connect_rate` per second; client
-    /// indices start at `offset` (for source-address round-robin).
+    /// indices start at `offset` (for roles and source-address
+    /// round-robin).
     pub fn start(
         target: Arc<Target>,
-        n: usize,
-        offset: usize,
+        plan: ClientPlan,
+        (n, offset): (usize, usize),
         connect_rate: f64,
         counters: Arc<Counters>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = watch::channel(false);
+        let (signal, signal_rx) = watch::channel(Signal::Run);
         let aggregator = tokio::spawn(Aggregator::new(counters.clone()).run(rx, PROGRESS_TICK));
-        let ramp_counters = counters.clone();
+        let shared = Arc::new(Shared {
+            target,
+            counters: counters.clone(),
+            tx: tx.clone(),
+            plan,
+        });
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             let step = Duration::from_secs_f64(1.0 / connect_rate);
             for i in 0..n {
                 tokio::time::sleep_until(start + step.mul_f64(i as f64)).await;
-                if *stop_rx.borrow() {
+                if *signal_rx.borrow() == Signal::Stop {
                     // Stopped during ramp-up: the rest never start.
-                    ramp_counters
+                    shared
+                        .counters
                         .failed
                         .fetch_add((n - i) as u64, Ordering::Relaxed);
                     for _ in i..n {
-                        let _ = tx.send(crate::aggregate::Msg::Failed {
+                        let _ = shared.tx.send(Msg::Failed {
                             kind: "not started".into(),
                         });
                     }
                     break;
                 }
-                tokio::spawn(client::run(
-                    target.clone(),
-                    offset + i,
-                    ramp_counters.clone(),
-                    tx.clone(),
-                    stop_rx.clone(),
-                ));
+                tokio::spawn(client::run(shared.clone(), offset + i, signal_rx.clone()));
             }
         });
         Self {
             counters,
-            stop,
+            signal,
+            tx,
             aggregator,
         }
+    }
+
+    /// The scenario's moment: cut the storm's clients, slow the slow ones.
+    pub fn event(&self) {
+        let _ = self.tx.send(Msg::Event {
+            at_ns: crate::payload::now_ns(),
+        });
+        self.signal.send_if_modified(|s| {
+            let changed = *s < Signal::Event;
+            *s = (*s).max(Signal::Event);
+            changed
+        });
     }
 
     /// Stops every client and returns the group's figures, with losses
@@ -82,7 +98,8 @@ impl LocalGroup {
     /// # Errors
     /// When the aggregator task panicked.
     pub async fn finish(self, published: u64) -> anyhow::Result<GroupResult> {
-        let _ = self.stop.send(true);
+        let _ = self.signal.send(Signal::Stop);
+        drop(self.tx);
         let agg = self.aggregator.await.context("aggregator task failed")?;
         let c = &self.counters;
         Ok(agg.finish(
@@ -111,6 +128,8 @@ pub enum WorkerLine {
         bytes: u64,
         /// Streams dropped.
         dropped: u64,
+        /// Streams open now.
+        open: u64,
         /// Recent p99, µs.
         p99_us: u64,
     },
@@ -128,6 +147,7 @@ impl WorkerLine {
             distinct: c.distinct.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            open: c.open.load(Ordering::Relaxed),
             p99_us: c.recent_p99_us.load(Ordering::Relaxed),
         }
     }
@@ -158,6 +178,7 @@ impl WorkerGroup {
         n: usize,
         connect_rate: f64,
         args: &[String],
+        token: Option<&str>,
         total: Arc<Counters>,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding this executable to start workers")?;
@@ -171,6 +192,9 @@ impl WorkerGroup {
                 .args(["--client-offset", &offset.to_string()])
                 .args(["--connect-rate", &(connect_rate / k as f64).to_string()])
                 .args(args)
+                // The token travels in the environment, out of `ps`.
+                .env_remove("SSE_TOKEN")
+                .envs(token.map(|t| ("SSE_TOKEN", t)))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -195,8 +219,10 @@ impl WorkerGroup {
                                 distinct,
                                 bytes,
                                 dropped,
+                                open,
                                 p99_us,
                             }) => {
+                                c.open.store(open, Ordering::Relaxed);
                                 c.connected.store(connected, Ordering::Relaxed);
                                 c.failed.store(failed, Ordering::Relaxed);
                                 c.events.store(events, Ordering::Relaxed);
@@ -243,6 +269,7 @@ impl WorkerGroup {
         t.distinct.store(sum(|c| &c.distinct), Ordering::Relaxed);
         t.bytes.store(sum(|c| &c.bytes), Ordering::Relaxed);
         t.dropped.store(sum(|c| &c.dropped), Ordering::Relaxed);
+        t.open.store(sum(|c| &c.open), Ordering::Relaxed);
         let p99 = self
             .workers
             .iter()
@@ -250,6 +277,15 @@ impl WorkerGroup {
             .max()
             .unwrap_or(0);
         t.recent_p99_us.store(p99, Ordering::Relaxed);
+    }
+
+    /// Tells every worker that the scenario's moment has come.
+    pub async fn event(&mut self) {
+        for w in &mut self.workers {
+            // A worker that already died shows up at the end.
+            let _ = w.stdin.write_all(b"event\n").await;
+            let _ = w.stdin.flush().await;
+        }
     }
 
     /// Tells every worker to stop and merges their results.
@@ -298,6 +334,14 @@ impl Group {
     pub fn refresh(&self) {
         if let Group::Workers(w) = self {
             w.refresh();
+        }
+    }
+
+    /// The scenario's moment, for every client.
+    pub async fn event(&mut self) {
+        match self {
+            Group::Local(g) => g.event(),
+            Group::Workers(g) => g.event().await,
         }
     }
 

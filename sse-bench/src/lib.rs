@@ -9,6 +9,7 @@
 //! processes ([`worker`]) when asked.
 
 pub mod aggregate;
+pub mod churn;
 pub mod cli;
 pub mod client;
 pub mod group;
@@ -22,5 +23,6 @@ pub mod progress;
 pub mod publisher;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod seq;
 pub mod worker;

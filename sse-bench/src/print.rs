@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::report::{Percentiles, Report};
+use crate::report::{Percentiles, Report, SlowReport};
 
 /// A figure with 2 to 3 significant digits.
 pub fn num(v: f64) -> String {
@@ -54,6 +54,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s);
     let mut rows = connection_rows(r);
     rows.extend(event_rows(r));
+    rows.extend(scenario_rows(r));
     rows.extend(cost_rows(r));
     rows.push(("result", r.verdict()));
     for (name, value) in rows {
@@ -142,6 +143,101 @@ fn event_rows(r: &Report) -> Rows {
     ]
 }
 
+fn p50_p99(p: &Percentiles) -> String {
+    format!("p50 {} ms, p99 {} ms", num(p.p50), num(p.p99))
+}
+
+fn scenario_rows(r: &Report) -> Rows {
+    let mut rows = Rows::new();
+    if let Some(s) = &r.storm {
+        let back = match s.all_back_s {
+            Some(t) => format!("all back in {} s", num(t)),
+            None => format!("{} not back", count(s.not_back)),
+        };
+        rows.push((
+            "storm",
+            format!(
+                "at {} s cut {} of {}; {back} (per client {})",
+                num(s.at_s),
+                count(s.cut),
+                count(r.clients),
+                p50_p99(&s.time_to_back_ms)
+            ),
+        ));
+        rows.push(("  statuses", errors(&s.statuses)));
+        if !s.breaks.is_empty() {
+            rows.push(("  server ended", errors(&s.breaks)));
+        }
+        rows.push((
+            "  gaps",
+            format!(
+                "{} of {} closed exactly (skipped {}, repeated {})",
+                count(s.gaps_closed),
+                count(s.gaps_closed + s.gaps_open),
+                count(s.gap_lost),
+                count(s.gap_duplicated)
+            ),
+        ));
+    }
+    if let Some(c) = &r.churn {
+        rows.push((
+            "churn",
+            format!(
+                "{} of {} short-lived clients connected ({}/s), connect {}{}",
+                count(c.connected),
+                count(c.started),
+                num(c.connects_per_s),
+                p50_p99(&c.connect_ms),
+                if c.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; errors: {}", errors(&c.errors))
+                }
+            ),
+        ));
+    }
+    if let Some(v) = &r.slow {
+        rows.extend(slow_rows(v));
+    }
+    rows
+}
+
+fn slow_rows(v: &SlowReport) -> Rows {
+    vec![
+        (
+            "slow readers",
+            format!(
+                "{} at {} B/s from {} s: {} dropped by the server, {} resumes ({} exact), {} not back",
+                count(v.clients),
+                count(v.read_rate),
+                num(v.from_s),
+                count(v.dropped_by_server),
+                count(v.resumes),
+                count(v.resumes_exact),
+                count(v.not_back)
+            ),
+        ),
+        (
+            "  slow events",
+            format!(
+                "{} received, {} still behind, {} repeated; latency {}",
+                count(v.delivered),
+                count(v.behind),
+                count(v.duplicated),
+                p50_p99(&v.latency_ms)
+            ),
+        ),
+        (
+            "healthy",
+            format!(
+                "before: {}; with slow readers: {}",
+                p50_p99(&v.healthy_baseline_ms),
+                p50_p99(&v.healthy_with_slow_ms)
+            ),
+        ),
+    ]
+}
+
 fn cost_rows(r: &Report) -> Rows {
     let b = &r.bench;
     let mut rows = vec![(
@@ -158,12 +254,13 @@ fn cost_rows(r: &Report) -> Rows {
         rows.push((
             "server cost",
             format!(
-                "CPU {} s connecting, {} s running = {} us/delivery; RSS {} -> {} MiB = {} KB/connection ({} processes)",
+                "CPU {} s connecting, {} s running = {} us/delivery; RSS {} -> {} -> {} MiB = {} KB/connection ({} processes)",
                 num(v.connect_cpu_s),
                 num(v.run_cpu_s),
                 num(v.cpu_us_per_delivery),
                 num(v.rss_before_kib as f64 / 1024.0),
                 num(v.rss_connected_kib as f64 / 1024.0),
+                num(v.rss_after_kib as f64 / 1024.0),
                 num(v.bytes_per_connection / 1000.0),
                 v.processes
             ),
@@ -371,6 +468,12 @@ mod tests {
             bench: BenchCost::default(),
             server: None,
             ok: true,
+            scenario: Default::default(),
+            storm: None,
+            churn: None,
+            slow: None,
+            timeline: Timeline::default(),
+            latency_histogram: Vec::new(),
         }
     }
 

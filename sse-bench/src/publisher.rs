@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use sse_cli::cli::Header;
 
 use crate::payload;
@@ -62,18 +62,28 @@ pub struct PublishSpec {
     pub payload: usize,
 }
 
-/// The publish headers: the content type and the `--pub-header`s (parsed
-/// by `sse-cli`'s `-H` parser, so both tools read `Name: value` alike).
+/// The publish headers: the content type, the `--token` and the
+/// `--pub-header`s (parsed by `sse-cli`'s `-H` parser, so both tools read
+/// `Name: value` alike).
 ///
 /// # Errors
-/// When the content type is not a valid header value.
-pub fn headers(content_type: &str, extra: &[Header]) -> anyhow::Result<HeaderMap> {
+/// When the content type or token is not a valid header value.
+pub fn headers(
+    content_type: &str,
+    extra: &[Header],
+    token: Option<&str>,
+) -> anyhow::Result<HeaderMap> {
     let mut map = HeaderMap::new();
     map.insert(
         CONTENT_TYPE,
         HeaderValue::from_str(content_type)
             .with_context(|| format!("bad content type {content_type:?}"))?,
     );
+    if let Some(t) = token {
+        let value = HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("--token holds characters a header cannot carry")?;
+        map.insert(AUTHORIZATION, value);
+    }
     for h in extra {
         map.append(h.name.clone(), h.value.clone());
     }
@@ -188,10 +198,13 @@ mod tests {
     #[test]
     fn header_args_parse() {
         let auth = sse_cli::cli::parse_header("Authorization: Bearer x").unwrap();
-        let h = headers("text/plain", &[auth]).unwrap();
+        let h = headers("text/plain", &[auth], None).unwrap();
         assert_eq!(h.get("authorization").unwrap(), "Bearer x");
         assert_eq!(h.get("content-type").unwrap(), "text/plain");
-        assert!(headers("text/plain\n", &[]).is_err());
+        assert!(headers("text/plain\n", &[], None).is_err());
+        let h = headers("text/plain", &[], Some("t0k")).unwrap();
+        assert_eq!(h.get("authorization").unwrap(), "Bearer t0k");
+        assert!(headers("text/plain", &[], Some("a\r\nX: y")).is_err());
     }
 
     #[test]

@@ -11,12 +11,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::aggregate::{Counters, GroupResult};
+use crate::churn::{Churn, ChurnStats};
 use crate::cli::Cli;
 use crate::client::{Target, MAX_EVENT_BYTES};
 use crate::group::{Group, LocalGroup, WorkerGroup, PROGRESS_TICK};
+use crate::print::count;
 use crate::progress::Progress;
 use crate::publisher::{self, BodyTemplate, PublishSpec, PublishStats};
-use crate::report::{BenchCost, Connections, Events, Percentiles, Report, ServerCost, Throughput};
+use crate::report::{
+    buckets, BenchCost, ChurnReport, Connections, Events, Mark, Percentiles, Report, Second,
+    ServerCost, SlowReport, StormReport, Throughput, Timeline,
+};
+use crate::scenario::{ClientPlan, Scenario};
 use crate::{limits, payload, procstat};
 
 /// Extra time allowed for the ramp beyond its schedule and the connect
@@ -47,6 +53,8 @@ pub struct Plan {
     pub target: Arc<Target>,
     /// What the publisher does.
     pub spec: PublishSpec,
+    /// What the scenario does to the clients.
+    pub clients_plan: ClientPlan,
 }
 
 impl Plan {
@@ -92,16 +100,32 @@ impl Plan {
             nofile,
             cli.source_ips.len() as u64,
         )?;
-        let target =
-            Arc::new(Target::new(&sub_url, cli.source_ips.clone(), cli.connect_timeout).await?);
+        let target = Arc::new(
+            Target::new(
+                &sub_url,
+                cli.source_ips.clone(),
+                cli.connect_timeout,
+                cli.token.as_deref(),
+            )
+            .await?,
+        );
         let spec = PublishSpec {
             url: pub_url,
             body: BodyTemplate::new(&cli.pub_body, &topic),
-            headers: publisher::headers(&cli.pub_content_type, &cli.pub_headers)?,
+            headers: publisher::headers(
+                &cli.pub_content_type,
+                &cli.pub_headers,
+                cli.token.as_deref(),
+            )?,
             rate: cli.rate,
             duration: cli.duration,
             payload: cli.payload,
         };
+        if let Some(at) = cli.storm_at {
+            if at >= cli.duration {
+                bail!("--storm-at must come before the end of --duration");
+            }
+        }
         Ok(Self {
             label,
             sub_url,
@@ -109,6 +133,7 @@ impl Plan {
             workers,
             target,
             spec,
+            clients_plan: cli.client_plan(cli.clients),
         })
     }
 }
@@ -132,8 +157,8 @@ fn start_group(plan: &Plan, cli: &Cli, counters: Arc<Counters>) -> anyhow::Resul
     if plan.workers == 1 {
         return Ok(Group::Local(LocalGroup::start(
             plan.target.clone(),
-            cli.clients,
-            0,
+            plan.clients_plan,
+            (cli.clients, 0),
             cli.connect_rate,
             counters,
         )));
@@ -143,6 +168,16 @@ fn start_group(plan: &Plan, cli: &Cli, counters: Arc<Counters>) -> anyhow::Resul
         plan.sub_url.clone(),
         "--connect-timeout".into(),
         humantime::format_duration(cli.connect_timeout).to_string(),
+        "--total-clients".into(),
+        cli.clients.to_string(),
+        "--scenario".into(),
+        cli.scenario.name().into(),
+        "--storm-fraction".into(),
+        cli.storm_fraction.to_string(),
+        "--slow-clients".into(),
+        plan.clients_plan.slow_clients.to_string(),
+        "--slow-read-rate".into(),
+        cli.slow_read_rate.to_string(),
     ];
     for ip in &cli.source_ips {
         args.push("--source-ip".into());
@@ -153,6 +188,7 @@ fn start_group(plan: &Plan, cli: &Cli, counters: Arc<Counters>) -> anyhow::Resul
         cli.clients,
         cli.connect_rate,
         &args,
+        cli.token.as_deref(),
         counters,
     )?))
 }
@@ -182,24 +218,16 @@ async fn ramp(
     start.elapsed().as_secs_f64()
 }
 
-/// Runs the publisher to the end of its schedule, updating the progress
-/// display meanwhile. Publishes even with no client connected: a run
-/// against a dead server still reports what happened.
+/// Starts the publisher on its own thread and runtime, so that its sends
+/// are not queued behind thousands of busy client tasks: on a loaded box
+/// the schedule would slip and the bench would measure itself.
 ///
 /// # Errors
-/// When the publisher thread cannot start or its HTTP client cannot be built.
-async fn publish(
-    plan: &Plan,
-    group: &Group,
-    counters: &Counters,
-    progress: &mut Progress,
-) -> anyhow::Result<PublishStats> {
-    progress.start_run(plan.spec.duration);
-    // The publisher gets its own thread and runtime so that its sends are
-    // not queued behind thousands of busy client tasks: on a loaded box the
-    // schedule would slip and the bench would measure itself.
-    let (done_tx, mut publishing) = tokio::sync::oneshot::channel();
-    let spec = plan.spec.clone();
+/// When the thread cannot start.
+fn spawn_publisher(
+    spec: PublishSpec,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<PublishStats>>> {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
     let sent = Arc::new(AtomicU64::new(0));
     std::thread::Builder::new()
         .name("publisher".into())
@@ -212,14 +240,68 @@ async fn publish(
             let _ = done_tx.send(result);
         })
         .context("starting the publisher thread")?;
+    Ok(done)
+}
+
+/// What happened while publishing, besides the publisher's own figures.
+#[derive(Default)]
+struct Observed {
+    /// Unix ns when publishing started: time zero of the timeline.
+    origin_ns: u64,
+    /// Open streams, sampled every progress tick.
+    clients: Vec<(f64, u64)>,
+    /// When the scenario's moment came, seconds after the start.
+    event_s: Option<f64>,
+    /// The churning clients' figures.
+    churn: Option<ChurnStats>,
+}
+
+/// Runs the publisher to the end of its schedule, with the scenario's
+/// moment and churn on the way and the progress display updated. Publishes
+/// even with no client connected: a run against a dead server still
+/// reports what happened.
+///
+/// # Errors
+/// When the publisher thread cannot start or its HTTP client cannot be built.
+async fn publish(
+    plan: &Plan,
+    cli: &Cli,
+    group: &mut Group,
+    counters: &Counters,
+    progress: &mut Progress,
+) -> anyhow::Result<(PublishStats, Observed)> {
+    progress.start_run(plan.spec.duration);
+    let mut seen = Observed {
+        origin_ns: payload::now_ns(),
+        ..Default::default()
+    };
+    let mut publishing = spawn_publisher(plan.spec.clone())?;
     let start = Instant::now();
+    let churn = (cli.scenario == Scenario::Churn)
+        .then(|| Churn::start(plan.target.clone(), cli.churn_rate, cli.clients));
+    let mut event_at = cli
+        .event_at()
+        .map(|d| tokio::time::Instant::from_std(start + d));
     let mut last = (Instant::now(), 0u64);
     let mut rate = 0.0;
-    loop {
+    let stats = loop {
+        let event = async {
+            match event_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            r = &mut publishing => return r.context("publisher thread ended early")?,
+            r = &mut publishing => break r.context("publisher thread ended early")??,
+            _ = event => {
+                event_at = None;
+                group.event().await;
+                seen.event_s = Some(start.elapsed().as_secs_f64());
+            }
             _ = tokio::time::sleep(PROGRESS_TICK) => {
                 group.refresh();
+                let t = start.elapsed().as_secs_f64();
+                seen.clients.push((t, counters.open.load(Ordering::Relaxed)));
                 let events = counters.events.load(Ordering::Relaxed);
                 let dt = last.0.elapsed().as_secs_f64();
                 if dt > 0.0 {
@@ -229,7 +311,11 @@ async fn publish(
                 progress.run(counters, start.elapsed(), rate);
             }
         }
+    };
+    if let Some(c) = churn {
+        seen.churn = Some(c.finish().await);
     }
+    Ok((stats, seen))
 }
 
 /// Waits until every connected client has every published event, or the
@@ -259,14 +345,15 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
     }
     let counters = Arc::new(Counters::default());
     let mut progress = Progress::new(!cli.quiet, plan.clients);
-    let group = start_group(&plan, cli, counters.clone())?;
+    let mut group = start_group(&plan, cli, counters.clone())?;
     let ramp_s = ramp(&plan, cli, &group, &counters, &progress).await;
     let self_connected = procstat::this();
     let server_connected = server_sample(&cli.server_pids);
     let connected = counters.connected.load(Ordering::Relaxed);
 
-    let stats = publish(&plan, &group, &counters, &mut progress).await?;
-    drain(&group, &counters, stats.published * connected, cli.drain).await;
+    let (stats, seen) = publish(&plan, cli, &mut group, &counters, &mut progress).await?;
+    let measuring = connected.saturating_sub(slow_connected(&plan, connected));
+    drain(&group, &counters, stats.published * measuring, cli.drain).await;
     let result = group.finish(stats.published).await?;
     progress.finish();
     let samples = Samples {
@@ -280,78 +367,213 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
             _ => None,
         },
     };
-    Ok(assemble(&plan, cli, ramp_s, &stats, &result, &samples))
+    let run = Measured {
+        ramp_s,
+        stats,
+        result,
+        samples,
+        seen,
+    };
+    Ok(assemble(&plan, cli, &run))
+}
+
+/// Slow clients among `connected` (they are not waited for in the drain).
+fn slow_connected(plan: &Plan, connected: u64) -> u64 {
+    if plan.clients_plan.scenario != Scenario::SlowConsumers {
+        return 0;
+    }
+    // Exact when every client connected; otherwise none are assumed slow,
+    // so the drain waits for too many rather than too few.
+    if connected == plan.clients {
+        plan.clients_plan.slow_clients as u64
+    } else {
+        0
+    }
+}
+
+/// Everything measured, for [`assemble`].
+struct Measured {
+    ramp_s: f64,
+    stats: PublishStats,
+    result: GroupResult,
+    samples: Samples,
+    seen: Observed,
 }
 
 /// The server's cost from its samples before, once connected, and after.
 fn server_cost(pids: &[u32], s: &[procstat::Sample; 3], result: &GroupResult) -> ServerCost {
     let [b, c, a] = s;
+    let delivered = result.main.delivered + result.slow.delivered;
     ServerCost {
         pids: pids.to_vec(),
         processes: a.processes,
         connect_cpu_s: c.cpu_s - b.cpu_s,
         run_cpu_s: a.cpu_s - c.cpu_s,
-        cpu_us_per_delivery: (a.cpu_s - c.cpu_s) * 1e6 / result.delivered.max(1) as f64,
+        cpu_us_per_delivery: (a.cpu_s - c.cpu_s) * 1e6 / delivered.max(1) as f64,
         rss_before_kib: b.rss_kib,
         rss_connected_kib: c.rss_kib,
         bytes_per_connection: (c.rss_kib as f64 - b.rss_kib as f64) * 1024.0
             / result.connected.max(1) as f64,
+        rss_after_kib: a.rss_kib,
     }
 }
 
 /// The bench's own cost: this process plus its workers.
 fn bench_cost(s: &[procstat::Sample; 3], result: &GroupResult) -> BenchCost {
     let [before, connected, after] = s;
+    let delivered = result.main.delivered + result.slow.delivered;
     let run_cpu = (after.cpu_s - connected.cpu_s) + result.cpu_run_s;
     let mem_kib = (connected.rss_kib as f64 - before.rss_kib as f64)
         + (result.rss_connected_kib as f64 - result.rss_before_kib as f64);
     BenchCost {
         cpu_s: (after.cpu_s - before.cpu_s) + result.cpu_total_s,
         run_cpu_s: run_cpu,
-        cpu_us_per_delivery: run_cpu * 1e6 / result.delivered.max(1) as f64,
+        cpu_us_per_delivery: run_cpu * 1e6 / delivered.max(1) as f64,
         bytes_per_client: mem_kib * 1024.0 / result.connected.max(1) as f64,
         rss_kib: connected.rss_kib + result.rss_connected_kib,
     }
 }
 
-/// Event accounting from the publisher's and the clients' figures.
+/// Event accounting of the measuring clients.
 fn events(stats: &PublishStats, result: &GroupResult) -> Events {
+    let m = &result.main;
     Events {
         scheduled: stats.scheduled,
         published: stats.published,
         publish_errors: stats.errors.clone(),
         publish_max_lag_ms: stats.max_lag_us as f64 / 1000.0,
-        expected: stats.published * result.connected,
-        delivered: result.delivered,
-        lost: result.lost,
-        duplicated: result.duplicated,
-        out_of_order: result.out_of_order,
-        foreign: result.foreign,
+        expected: stats.published * m.clients,
+        delivered: m.delivered,
+        lost: m.lost,
+        duplicated: m.duplicated,
+        out_of_order: m.out_of_order,
+        foreign: m.foreign + result.slow.foreign,
     }
 }
 
+/// The storm's figures.
+fn storm_report(cli: &Cli, run: &Measured) -> StormReport {
+    let r = &run.result;
+    let m = &r.main;
+    StormReport {
+        at_s: run.seen.event_s.unwrap_or_default(),
+        fraction: cli.storm_fraction,
+        cut: m.cut,
+        broken_by_server: m.broken_clients,
+        resumed_clients: m.resumed_clients,
+        not_back: m.not_back,
+        time_to_back_ms: Percentiles::from_us(&r.back),
+        all_back_s: (m.not_back == 0 && !r.back.is_empty()).then(|| r.back.max() as f64 / 1e6),
+        statuses: r.attempts.clone(),
+        breaks: r.breaks.clone(),
+        gaps_closed: m.resumed_clients - m.inexact_clients,
+        gaps_open: m.inexact_clients,
+        gap_lost: m.gap_lost,
+        gap_duplicated: m.gap_duplicated,
+        open_gaps: m.inexact.clone(),
+    }
+}
+
+/// The churning clients' figures.
+fn churn_report(cli: &Cli, c: &ChurnStats) -> ChurnReport {
+    ChurnReport {
+        rate: cli.churn_rate,
+        started: c.started,
+        connected: c.connected,
+        connects_per_s: c.connected as f64 / c.elapsed_s.max(1e-9),
+        errors: c.errors.clone(),
+        connect_ms: Percentiles::from_us(&c.connect),
+    }
+}
+
+/// The slow clients' figures, and the healthy ones' latency before and
+/// after the slow ones turned slow.
+fn slow_report(plan: &Plan, run: &Measured) -> SlowReport {
+    let r = &run.result;
+    let s = &r.slow;
+    let mut after = r.latency.clone();
+    // The baseline's samples are a subset of all samples: cannot underflow.
+    let _ = after.subtract(&r.latency_before_event);
+    SlowReport {
+        clients: s.clients,
+        read_rate: plan.clients_plan.slow_read_rate,
+        from_s: run.seen.event_s.unwrap_or_default(),
+        healthy_baseline_ms: Percentiles::from_us(&r.latency_before_event),
+        healthy_with_slow_ms: Percentiles::from_us(&after),
+        dropped_by_server: s.broken_clients,
+        breaks: r.breaks.clone(),
+        resumes: s.resumes,
+        resumes_exact: s.resumes_exact,
+        not_back: s.not_back,
+        delivered: s.delivered,
+        behind: s.lost,
+        duplicated: s.duplicated,
+        latency_ms: Percentiles::from_us(&r.slow_latency),
+    }
+}
+
+/// The run over time, relative to the start of publishing.
+fn timeline(run: &Measured, storm_cut: Option<u64>, scenario: Scenario) -> Timeline {
+    let origin = run.seen.origin_ns as f64 / 1e9;
+    let seconds = run
+        .result
+        .timeline
+        .iter()
+        .map(|s| Second {
+            t_s: s.unix_s as f64 - origin,
+            delivered: s.latency.len(),
+            p50_ms: s.latency.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: s.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            max_ms: s.latency.max() as f64 / 1000.0,
+        })
+        .collect();
+    let marks = run
+        .seen
+        .event_s
+        .map(|t_s| Mark {
+            t_s,
+            label: match (scenario, storm_cut) {
+                (Scenario::ReconnectStorm, Some(n)) => format!("storm: {} cut", count(n)),
+                _ => "slow readers start".into(),
+            },
+        })
+        .into_iter()
+        .collect();
+    Timeline {
+        seconds,
+        clients: run.seen.clients.clone(),
+        marks,
+    }
+}
+
+/// Whether the run was clean for its scenario.
+fn clean(plan: &Plan, run: &Measured) -> bool {
+    let r = &run.result;
+    let m = &r.main;
+    let steady = r.connected == plan.clients
+        && r.failed == 0
+        && m.dropped == 0
+        && m.lost == 0
+        && m.duplicated == 0
+        && run.stats.published == run.stats.scheduled;
+    let resumes_exact = m.inexact_clients == 0 && m.not_back == 0;
+    let churn_ok = run.seen.churn.as_ref().is_none_or(|c| c.errors.is_empty());
+    let slow_ok = r.slow.inexact_clients == 0;
+    steady && resumes_exact && churn_ok && slow_ok
+}
+
 /// Puts the measured figures together into the report.
-fn assemble(
-    plan: &Plan,
-    cli: &Cli,
-    ramp_s: f64,
-    stats: &PublishStats,
-    result: &GroupResult,
-    samples: &Samples,
-) -> Report {
+fn assemble(plan: &Plan, cli: &Cli, run: &Measured) -> Report {
+    let (result, stats) = (&run.result, &run.stats);
     let clients = plan.clients;
     let mut errors = result.errors.clone();
     let settled = result.connected + result.failed;
     if settled < clients {
         *errors.entry("never settled".into()).or_default() += clients - settled;
     }
-    let ok = result.connected == clients
-        && result.failed == 0
-        && result.dropped == 0
-        && result.lost == 0
-        && result.duplicated == 0
-        && stats.published == stats.scheduled;
     let elapsed = stats.elapsed_s.max(1e-9);
+    let delivered = result.main.delivered + result.slow.delivered;
+    let storm = (cli.scenario == Scenario::ReconnectStorm).then(|| storm_report(cli, run));
     Report {
         label: plan.label.clone(),
         sub_url: plan.sub_url.clone(),
@@ -366,24 +588,31 @@ fn assemble(
             attempted: clients,
             connected: result.connected,
             failed: result.failed,
-            dropped: result.dropped,
+            dropped: result.main.dropped,
             errors,
-            ramp_s,
+            ramp_s: run.ramp_s,
         },
         connect_ms: Percentiles::from_us(&result.connect),
         latency_ms: Percentiles::from_us(&result.latency),
         events: events(stats, result),
         throughput: Throughput {
             elapsed_s: stats.elapsed_s,
-            events_per_s: result.delivered as f64 / elapsed,
+            events_per_s: delivered as f64 / elapsed,
             mb_per_s: result.bytes as f64 / elapsed / 1e6,
             bytes: result.bytes,
         },
-        bench: bench_cost(&samples.bench, result),
-        server: samples
+        bench: bench_cost(&run.samples.bench, result),
+        server: run
+            .samples
             .server
             .as_ref()
             .map(|s| server_cost(&cli.server_pids, s, result)),
-        ok,
+        ok: clean(plan, run),
+        scenario: cli.scenario,
+        timeline: timeline(run, storm.as_ref().map(|s| s.cut), cli.scenario),
+        storm,
+        churn: run.seen.churn.as_ref().map(|c| churn_report(cli, c)),
+        slow: (cli.scenario == Scenario::SlowConsumers).then(|| slow_report(plan, run)),
+        latency_histogram: buckets(&result.latency),
     }
 }

@@ -33,13 +33,21 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         nofile,
         cli.source_ips.len() as u64,
     )?;
-    let target =
-        Arc::new(Target::new(&cli.sub_url, cli.source_ips.clone(), cli.connect_timeout).await?);
+    let target = Arc::new(
+        Target::new(
+            &cli.sub_url,
+            cli.source_ips.clone(),
+            cli.connect_timeout,
+            cli.token.as_deref(),
+        )
+        .await?,
+    );
     let counters = Arc::new(Counters::default());
+    let plan = cli.client_plan(cli.total_clients.unwrap_or(cli.clients));
     let group = LocalGroup::start(
         target,
-        cli.clients,
-        cli.client_offset,
+        plan,
+        (cli.clients, cli.client_offset),
         cli.connect_rate,
         counters.clone(),
     );
@@ -56,7 +64,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         tokio::select! {
             line = stdin.next_line() => match line {
                 Ok(Some(l)) => {
-                    if let Some(n) = l.strip_prefix("stop ").and_then(|n| n.trim().parse::<u64>().ok()) {
+                    if l.trim() == "event" {
+                        group.event();
+                    } else if let Some(n) = l.strip_prefix("stop ").and_then(|n| n.trim().parse::<u64>().ok()) {
                         break n;
                     }
                 }

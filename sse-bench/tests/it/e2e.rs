@@ -1,50 +1,10 @@
 //! End to end against the real `sse-server`, in this process.
 
-use std::net::SocketAddr;
-
-use clap::Parser as _;
-use tokio::sync::oneshot;
-
-use crate::support::{bench, num};
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let listener = sse_server::serve::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config =
-            sse_server::Config::try_parse_from(["sse-server", "--tick", "0"]).expect("config");
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            sse_server::run(listener, config, async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server run");
-        });
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = self.task.await;
-    }
-}
+use crate::support::{bench, num, RealServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_against_the_real_server_get_every_event() {
-    let server = Server::start().await;
+    let server = RealServer::start(&[]).await;
     let url = format!("http://{}", server.addr);
     let pid = std::process::id().to_string();
     let run = bench(&[
@@ -74,7 +34,7 @@ async fn clients_against_the_real_server_get_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_split_clients_and_merge_their_histograms() {
-    let server = Server::start().await;
+    let server = RealServer::start(&[]).await;
     let url = format!("http://{}", server.addr);
     let run = bench(&[
         "--url",

@@ -4,5 +4,6 @@
 //! against the real `sse-server`; assertions read its `--json` report.
 
 mod e2e;
+mod scenarios;
 mod support;
 mod validation;

@@ -178,3 +178,30 @@ async fn a_run_that_cannot_fit_is_refused_before_connecting() {
     );
     assert!(run.json.is_null(), "no report for a run that never started");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_sent_on_subscribe_and_publish() {
+    let server = FakeServer::start(Behaviour {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    let url = server.url();
+    let base = [
+        "--url",
+        &url,
+        "--clients",
+        "4",
+        "--rate",
+        "10",
+        "--duration",
+        "1s",
+    ];
+    let run = bench(&[&base[..], &["--token", "s3cret"]].concat()).await;
+    assert_eq!(run.code, 0, "{}\n{:#}", run.stderr, run.json);
+    assert_eq!(num(&run.json, "/events/delivered"), 40.0);
+    let run = bench(&base).await;
+    assert_eq!(run.code, 1);
+    assert_eq!(num(&run.json, "/connections/errors/http 401"), 4.0);
+    assert_eq!(num(&run.json, "/events/publish_errors/http 401"), 10.0);
+}
