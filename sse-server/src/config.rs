@@ -124,6 +124,123 @@ pub struct Config {
     /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "SSE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Require a JSON Web Token signed with this HS256 secret to subscribe
+    /// and publish (see the README's "Authorization").
+    #[arg(
+        long,
+        env = "SSE_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    pub jwt_secret: Option<Secret>,
+
+    /// Require a JSON Web Token signed with the private half of this PEM
+    /// public key: RSA (RS256) or EC P-256 (ES256).
+    #[arg(long, env = "SSE_JWT_PUBLIC_KEY", value_parser = parse_public_key)]
+    pub jwt_public_key: Option<PublicKeyFile>,
+
+    /// Clock skew allowed when checking a token's `exp` and `nbf`.
+    #[arg(long, env = "SSE_JWT_LEEWAY", default_value = DEFAULT_JWT_LEEWAY, value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// Topic patterns anyone may subscribe to without a token
+    /// (comma-separated: `name`, `PREFIX*`, `*`).
+    #[arg(long, env = "SSE_ANONYMOUS_TOPICS", value_delimiter = ',')]
+    pub anonymous_topics: Vec<String>,
+
+    /// Ask this URL whether each subscribe and publish is allowed
+    /// (`GET` with the client's Cookie and Authorization headers,
+    /// `X-SSE-Action` and `X-SSE-Topics`; 2xx allows).
+    #[arg(long, env = "SSE_AUTH_URL", value_parser = parse_auth_url, hide_env_values = true)]
+    pub auth_url: Option<reqwest::Url>,
+
+    /// Browser origin allowed to subscribe and publish across sites
+    /// (repeat, or comma-separated in the variable; `*` for any origin,
+    /// without credentials).
+    #[arg(long, env = "SSE_CORS_ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origin: Vec<String>,
+
+    /// `Host` names the server answers to (comma-separated; `*` for any).
+    /// Default: loopback names when listening on loopback, else any.
+    #[arg(long, env = "SSE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Clock skew tolerated on `exp` and `nbf`: a few seconds covers machines
+/// kept in step by NTP without keeping an expired token useful for long.
+pub const DEFAULT_JWT_LEEWAY: &str = "5s";
+
+/// A secret given on the command line or in the environment: its `Debug`
+/// never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// `--jwt-public-key`: the file, read and checked at start.
+#[derive(Debug, Clone)]
+pub struct PublicKeyFile {
+    /// Where the key was read from.
+    pub path: PathBuf,
+    /// The key and its algorithm.
+    pub key: crate::auth::JwtKey,
+}
+
+fn parse_public_key(s: &str) -> Result<PublicKeyFile, String> {
+    let pem = std::fs::read(s).map_err(|e| format!("cannot read `{s}`: {e}"))?;
+    let key = crate::auth::JwtKey::public_pem(&pem).map_err(|e| format!("`{s}`: {e}"))?;
+    Ok(PublicKeyFile {
+        path: PathBuf::from(s),
+        key,
+    })
+}
+
+fn parse_auth_url(s: &str) -> Result<reqwest::Url, String> {
+    match reqwest::Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        // Never echo the value: it may hold credentials.
+        _ => Err("expected an http:// or https:// URL".to_owned()),
+    }
+}
+
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let valid = s == "*"
+        || s.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https")
+                && !host.is_empty()
+                && !host.contains(['/', '?', '#', ' ', ','])
+        });
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}`: expected an origin like https://app.example.com (scheme, host, optional port) or *"
+        ))
+    }
 }
 
 impl Config {

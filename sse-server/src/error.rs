@@ -26,6 +26,13 @@ pub enum AppError {
     /// Missing or wrong bearer token (401).
     #[error("missing or wrong publish token (send Authorization: Bearer TOKEN)")]
     Unauthorized,
+    /// Authorization refused the request: 401 (with `WWW-Authenticate:
+    /// Bearer`), 403, or 503 when `--auth-url` cannot answer.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// The request is refused for what it is, not who sent it (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such route (404).
     #[error("not found")]
     NotFound,
@@ -57,6 +64,8 @@ impl AppError {
         match self {
             Self::BadRequest(_) | Self::BadName(_) | Self::BadQuery(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Auth(err) => err.status(),
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -90,6 +99,13 @@ impl IntoResponse for AppError {
             }
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Auth(err) => {
+                if err.status() == StatusCode::UNAUTHORIZED {
+                    headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                } else if err.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
             }
             // The rest of the body may still be on its way: close rather
             // than read it to find the next request.

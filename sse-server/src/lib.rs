@@ -5,6 +5,7 @@
 //! (`main.rs`) only parses flags, sets up logging and binds.
 
 pub mod assets;
+pub mod auth;
 pub mod broker;
 pub mod clock;
 pub mod config;
@@ -58,6 +59,9 @@ pub async fn run(
         background.spawn(clock::run(Arc::clone(&broker), config.tick));
     }
     background.spawn(clock::heartbeat(Arc::clone(&broker), config.heartbeat));
+    if config.jwt_secret.is_some() || config.jwt_public_key.is_some() {
+        background.spawn(auth::sweep_expired(Arc::clone(broker.hub())));
+    }
     let router = app(AppState::new(Arc::clone(&broker), config));
     let stop_broker = Arc::clone(&broker);
     serve::serve(listener, router, options, async move {

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub history_bytes: Gauge,
     /// Events held for replay.
     pub history_events: Gauge,
+    /// Requests `--auth-url` allowed.
+    pub auth_hook_allowed: Counter,
+    /// Requests `--auth-url` refused (401 or 403).
+    pub auth_hook_denied: Counter,
+    /// `--auth-url` calls that failed, answered another status or timed out.
+    pub auth_hook_errors: Counter,
     started: std::time::Instant,
 }
 
@@ -56,6 +62,24 @@ impl Metrics {
         broker_up.set(1);
         let history_bytes = Gauge::default();
         let history_events = Gauge::default();
+        let auth_hook_allowed = Counter::default();
+        let auth_hook_denied = Counter::default();
+        let auth_hook_errors = Counter::default();
+        registry.register(
+            "auth_hook_allowed",
+            "Requests the --auth-url service allowed",
+            auth_hook_allowed.clone(),
+        );
+        registry.register(
+            "auth_hook_denied",
+            "Requests the --auth-url service refused with 401 or 403",
+            auth_hook_denied.clone(),
+        );
+        registry.register(
+            "auth_hook_errors",
+            "--auth-url calls that failed, timed out or answered another status",
+            auth_hook_errors.clone(),
+        );
         registry.register("clients", "Subscribers connected now", clients.clone());
         registry.register(
             "events_published",
@@ -108,6 +132,9 @@ impl Metrics {
             broker_up,
             history_bytes,
             history_events,
+            auth_hook_allowed,
+            auth_hook_denied,
+            auth_hook_errors,
             started: std::time::Instant::now(),
         }
     }

@@ -19,6 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::{self, Action},
     broker::{Start, Subscription},
     error::AppError,
     routes::AppState,
@@ -43,11 +44,25 @@ pub const RESPONSE_HEADERS: [(&str, &str); 3] = [
 pub trait HeaderLookup {
     /// The value of the first header called `name` (lower case), if any.
     fn header(&self, name: &str) -> Option<&[u8]>;
+
+    /// Calls `each` with every value of the headers called `name` (lower
+    /// case), in order: HTTP/2 may split `Cookie` over several.
+    fn each_header<'a>(&'a self, name: &str, each: &mut dyn FnMut(&'a [u8])) {
+        if let Some(value) = self.header(name) {
+            each(value);
+        }
+    }
 }
 
 impl HeaderLookup for axum::http::HeaderMap {
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.get(name).map(axum::http::HeaderValue::as_bytes)
+    }
+
+    fn each_header<'a>(&'a self, name: &str, each: &mut dyn FnMut(&'a [u8])) {
+        for value in self.get_all(name) {
+            each(value.as_bytes());
+        }
     }
 }
 
@@ -94,8 +109,16 @@ impl Stream for Subscribed {
 /// `query` is the raw query string (without `?`); `connection` is
 /// cancelled to drop the client's connection when it falls behind.
 ///
+/// Authorization is decided here too ([`crate::auth`]): the token (header,
+/// `?access_token=`, cookie) must cover every topic unless all are
+/// `--anonymous-topics`, `--auth-url` must allow it, and the stream ends
+/// when the token expires. The `Host` is checked here as well as in the
+/// router's guard, for callers that bypass the router.
+///
 /// # Errors
-/// A bad topic or too many topics (400), or `--max-clients` reached (503).
+/// A bad topic or too many topics (400), no or a bad token (401), a token
+/// or `--auth-url` that does not allow a topic (403), a Host not served
+/// (403), `--max-clients` reached (503) or `--auth-url` failing (503).
 pub async fn subscribe(
     state: &AppState,
     query: &str,
@@ -111,6 +134,23 @@ pub async fn subscribe(
     }
     // EventSource sends no id until it has one; an empty one means the same.
     .filter(|id| !id.is_empty());
+    if !state.hosts.allows_name(headers.header("host")) {
+        return Err(AppError::Forbidden(auth::HOST_REFUSED.to_owned()));
+    }
+    let grant = {
+        let query_token = auth::query_value(Some(query), auth::TOKEN_QUERY);
+        state.auth.subscribe(
+            auth::request_token(headers, query_token.as_deref()),
+            &topics,
+        )?
+    };
+    if grant.ask_hook {
+        let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
+        state
+            .auth
+            .ask_hook(Action::Subscribe, &names, headers)
+            .await?;
+    }
     let permit = match &state.admission {
         Some(semaphore) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| {
             state.broker.hub().metrics().rejected.inc();
@@ -121,7 +161,10 @@ pub async fn subscribe(
         None => None,
     };
     let start = Start::from_request(last_event_id.as_deref(), None);
-    let subscription = state.broker.subscribe(topics, start, connection).await;
+    let mut subscription = state.broker.subscribe(topics, start, connection).await;
+    if let Some(at) = grant.ends_at {
+        subscription.end_at(at);
+    }
     Ok(Subscribed {
         // The retry field goes first, before any notice or replay.
         opening: Some(wire::encode_retry(state.config.retry)),

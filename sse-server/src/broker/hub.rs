@@ -156,6 +156,9 @@ struct Shared {
     /// Cancelled to drop the subscriber's connection even when it is not
     /// being polled (a client that stopped reading blocks its writes).
     connection: CancellationToken,
+    /// Unix second at which the subscription ends (its token expires);
+    /// 0 for never. Checked by [`Hub::expire`], one timer for all.
+    expires_at: AtomicU64,
 }
 
 type Registry = HashMap<Arc<str>, HashMap<u64, Arc<Shared>>>;
@@ -170,6 +173,9 @@ pub struct Hub {
     closed: AtomicBool,
     /// Bumped to end every current subscription (see [`Hub::end_all`]).
     generation: AtomicU64,
+    /// Earliest `expires_at` of any subscriber (`u64::MAX`: none), so
+    /// [`Hub::expire`] looks at subscribers only when one is due.
+    next_expiry: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -203,6 +209,7 @@ impl Hub {
             heartbeat: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            next_expiry: AtomicU64::new(u64::MAX),
             metrics,
         }
     }
@@ -323,6 +330,31 @@ impl Hub {
         self.wake_all();
     }
 
+    /// Ends the subscriptions whose expiry (see [`Subscription::end_at`])
+    /// is at or before `now` (Unix seconds). Cheap when none is due.
+    pub fn expire(&self, now: u64) {
+        if self.next_expiry.load(Ordering::Acquire) > now {
+            return;
+        }
+        // Recomputed from the subscribers left; one that sets an expiry
+        // meanwhile lowers it again with `fetch_min`.
+        self.next_expiry.store(u64::MAX, Ordering::Release);
+        let mut next = u64::MAX;
+        for subscribers in self.registry().values() {
+            for shared in subscribers.values() {
+                match shared.expires_at.load(Ordering::Acquire) {
+                    0 => {}
+                    at if at <= now => {
+                        shared.ended.store(true, Ordering::Release);
+                        shared.waker.wake();
+                    }
+                    at => next = next.min(at),
+                }
+            }
+        }
+        self.next_expiry.fetch_min(next, Ordering::AcqRel);
+    }
+
     /// Ends every subscription (server shutdown).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -393,6 +425,7 @@ impl Hub {
             live_from: head,
             ended: AtomicBool::new(false),
             connection,
+            expires_at: AtomicU64::new(0),
         });
         {
             // Registered while the ring is locked: every event appended from
@@ -469,6 +502,14 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
+    /// Ends the subscription (cleanly, as the server would end a stream) at
+    /// Unix second `at`: when the token that allowed it expires.
+    pub fn end_at(&mut self, at: u64) {
+        let at = at.max(1);
+        self.shared.expires_at.store(at, Ordering::Release);
+        self.hub.next_expiry.fetch_min(at, Ordering::AcqRel);
+    }
+
     /// Queues bytes to send before anything from the ring (the `retry:`
     /// field, a too-old notice, events replayed from elsewhere).
     pub fn prepend(&mut self, bytes: Bytes) {
@@ -700,6 +741,33 @@ mod tests {
         push(&hub, 1, "a");
         assert!(before.next().await.is_none());
         assert!(after.next().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn expired_subscriptions_end_cleanly_and_others_stay() {
+        let hub = hub(10, 10);
+        let token = CancellationToken::new();
+        let (mut soon, _) = hub.subscribe(topics(&["a"]), Start::Live, token.clone());
+        let (mut later, _) = hub.subscribe(topics(&["a"]), Start::Live, CancellationToken::new());
+        let (mut never, _) = hub.subscribe(topics(&["a"]), Start::Live, CancellationToken::new());
+        soon.end_at(100);
+        later.end_at(200);
+        hub.expire(99);
+        push(&hub, 1, "a");
+        assert!(soon.next().await.is_some(), "not expired yet");
+        hub.expire(100);
+        assert!(soon.next().await.is_none(), "ended at its expiry");
+        assert!(
+            !token.is_cancelled(),
+            "a clean end, not a dropped connection"
+        );
+        assert_eq!(hub.metrics().dropped_slow.get(), 0);
+        assert!(later.next().await.is_some());
+        assert!(never.next().await.is_some());
+        hub.expire(u64::MAX - 1);
+        assert!(later.next().await.is_none());
+        push(&hub, 2, "a");
+        assert!(never.next().await.is_some(), "no expiry, no end");
     }
 
     /// Opens a subscription to topic `a` as `start` asks; returns the plan,

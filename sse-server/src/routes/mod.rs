@@ -8,7 +8,9 @@ mod status;
 use std::sync::Arc;
 
 use axum::{
-    http::{header, HeaderValue},
+    extract::{Request, State},
+    http::{header, HeaderValue, Method},
+    middleware::Next,
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -16,7 +18,12 @@ use axum::{
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
-use crate::{broker::Broker, config::Config, error::AppError};
+use crate::{
+    auth::{self, Auth, Hosts, Origins},
+    broker::Broker,
+    config::Config,
+    error::AppError,
+};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -27,16 +34,28 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// One permit per allowed subscriber (`--max-clients`).
     pub admission: Option<Arc<Semaphore>>,
+    /// Who may subscribe and publish on which topics.
+    pub auth: Arc<Auth>,
+    /// Browser origins allowed across sites (`--cors-origin`).
+    pub origins: Arc<Origins>,
+    /// `Host` names served (`--allowed-hosts`).
+    pub hosts: Arc<Hosts>,
 }
 
 impl AppState {
     /// State for a broker and configuration.
     pub fn new(broker: Arc<Broker>, config: Config) -> Self {
         let admission = config.max_clients.map(|n| Arc::new(Semaphore::new(n)));
+        let auth = Arc::new(Auth::new(&config, Arc::clone(broker.hub().metrics())));
+        let origins = Arc::new(Origins::new(&config.cors_origin));
+        let hosts = Arc::new(Hosts::new(&config.allowed_hosts, config.addr));
         Self {
             broker,
             config: Arc::new(config),
             admission,
+            auth,
+            origins,
+            hosts,
         }
     }
 }
@@ -56,9 +75,46 @@ pub fn app(state: AppState) -> Router {
         )),
         None => router.fallback(crate::assets::serve),
     };
+    let router = if state.origins.is_empty() {
+        router
+    } else {
+        router.layer(state.origins.layer())
+    };
     router
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Refuses (403) a request whose `Host` is not served (DNS rebinding), and
+/// a state-changing one from a browser on a foreign origin (cross-site
+/// publishing through a form or a no-cors POST). Requests without `Origin`
+/// (curl, sse-cli, servers) are not browsers' cross-site requests.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers.get(header::HOST);
+    if !state.hosts.allows(host) {
+        return AppError::Forbidden(auth::HOST_REFUSED.to_owned()).into_response();
+    }
+    let changes_state = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if changes_state {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let forwarded = headers.get("x-forwarded-host");
+            let own = auth::is_same_origin(origin, host)
+                || forwarded.is_some_and(|f| auth::is_same_origin(origin, Some(f)));
+            if !own && !state.origins.allows(origin) {
+                return AppError::Forbidden(
+                    "cross-origin requests from this origin are not allowed (see --cors-origin)"
+                        .to_owned(),
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> AppError {

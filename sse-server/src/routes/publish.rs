@@ -14,7 +14,11 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::{sse::DEFAULT_TOPIC, AppState};
-use crate::{error::AppError, wire};
+use crate::{
+    auth::{self, Action},
+    error::AppError,
+    wire,
+};
 
 /// Largest accepted body. SSE is for notifications, not file transfer;
 /// 64 KiB bounds the copy every subscriber's queue may reference.
@@ -37,19 +41,24 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    if let Some(token) = &state.config.publish_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())) {
-            return Err(AppError::Unauthorized);
-        }
-    }
+    // Who may publish is known before the body is read; which topics, after.
+    let publisher = {
+        let query_token = auth::query_value(query.as_deref(), auth::TOKEN_QUERY);
+        state
+            .auth
+            .publisher(auth::request_token(&headers, query_token.as_deref()))?
+    };
     let kind = BodyKind::of(&headers)?;
     let query = query.unwrap_or_default();
     let bytes = read_body(body, &headers, state.config.body_timeout).await?;
     let (topic, event, data) = decode(kind, &query, &bytes)?;
+    publisher.check([topic.as_str()])?;
+    if publisher.ask_hook() {
+        state
+            .auth
+            .ask_hook(Action::Publish, &[&topic], &headers)
+            .await?;
+    }
     let id = state.broker.publish(&topic, &event, &data).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -181,10 +190,4 @@ async fn read_body(
         Err(_) => return Err(AppError::BodyTimeout(timeout.as_secs().max(1))),
     }
     Ok(buf.freeze())
-}
-
-/// Compares without stopping at the first difference, so response time
-/// does not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

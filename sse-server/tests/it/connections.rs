@@ -89,7 +89,8 @@ impl LimitedServer {
 /// Sends a `GET` and returns the connection.
 async fn send_get(addr: std::net::SocketAddr, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     stream
 }
@@ -206,7 +207,7 @@ async fn idle_and_slow_connections_are_closed_after_the_keepalive_timeout() {
         BinaryServer::start("127.0.0.1:0", &["--tick", "0", "--keepalive-timeout", "1s"]).await;
     // Kept alive after a request, then idle.
     let mut kept = TcpStream::connect(server.addr).await.unwrap();
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let head = tokio::time::timeout(WAIT, read_head(&mut kept))
@@ -225,7 +226,7 @@ async fn idle_and_slow_connections_are_closed_after_the_keepalive_timeout() {
     );
     // A head trickled a header at a time (slowloris) never completes.
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let trickle = async {

@@ -89,7 +89,7 @@ async fn closed(stream: &mut TcpStream) -> bool {
 
 fn publish_head(content_length: usize, extra: &str) -> String {
     format!(
-        "POST /publish HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\n\
+        "POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n\
          Content-Length: {content_length}\r\n{extra}\r\n"
     )
 }
@@ -200,28 +200,28 @@ async fn every_refusal_is_a_json_error() {
     let auth = "Authorization: Bearer t0ken\r\n";
     let cases: Vec<(String, u16, &str)> = vec![
         (
-            "GET /no-such-page HTTP/1.1\r\nHost: t\r\n\r\n".into(),
+            "GET /no-such-page HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             404,
             "not found",
         ),
         (
-            "DELETE /sse HTTP/1.1\r\nHost: t\r\n\r\n".into(),
+            "DELETE /sse HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             405,
             "method not allowed",
         ),
         (
-            "GET /publish HTTP/1.1\r\nHost: t\r\n\r\n".into(),
+            "GET /publish HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             405,
             "method not allowed",
         ),
         (
-            "GET /sse?topic=x%FEy HTTP/1.1\r\nHost: t\r\n\r\n".into(),
+            "GET /sse?topic=x%FEy HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             400,
             "not valid UTF-8",
         ),
         (
             format!(
-                "POST /publish?topic=x%FFy HTTP/1.1\r\nHost: t\r\n{auth}\
+                "POST /publish?topic=x%FFy HTTP/1.1\r\nHost: localhost\r\n{auth}\
                  Content-Type: text/plain\r\nContent-Length: 1\r\n\r\nx"
             ),
             400,
@@ -229,14 +229,14 @@ async fn every_refusal_is_a_json_error() {
         ),
         (
             format!(
-                "POST /publish HTTP/1.1\r\nHost: t\r\n{auth}\
+                "POST /publish HTTP/1.1\r\nHost: localhost\r\n{auth}\
                  Content-Type: application/json\r\nContent-Length: 1\r\n\r\n{{"
             ),
             400,
             "invalid JSON",
         ),
         (
-            "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n\
+            "POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n\
              Content-Length: 1\r\n\r\nx"
                 .into(),
             401,
@@ -244,7 +244,7 @@ async fn every_refusal_is_a_json_error() {
         ),
         (
             format!(
-                "POST /publish HTTP/1.1\r\nHost: t\r\n{auth}\
+                "POST /publish HTTP/1.1\r\nHost: localhost\r\n{auth}\
                  Content-Type: text/plain\r\nContent-Length: 70000\r\n\r\n"
             ),
             413,
@@ -252,7 +252,7 @@ async fn every_refusal_is_a_json_error() {
         ),
         (
             format!(
-                "POST /publish HTTP/1.1\r\nHost: t\r\n{auth}\
+                "POST /publish HTTP/1.1\r\nHost: localhost\r\n{auth}\
                  Content-Type: image/png\r\nContent-Length: 1\r\n\r\nx"
             ),
             415,
@@ -271,7 +271,11 @@ async fn every_refusal_is_a_json_error() {
         let error = response.json()["error"].as_str().unwrap().to_owned();
         assert!(error.contains(message), "{first_line}: {error}");
     }
-    let response = exchange(server.addr, b"POST /sse HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let response = exchange(
+        server.addr,
+        b"POST /sse HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
     assert_eq!(response.header("allow"), Some("GET,HEAD"));
     server.terminate().await;
 }

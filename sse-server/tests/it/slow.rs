@@ -25,7 +25,9 @@ async fn a_stalled_subscriber_is_dropped_without_hurting_the_others() {
     // A client that sends its request and then never reads.
     let mut stalled = TcpStream::connect(server.addr).await.unwrap();
     stalled
-        .write_all(b"GET /sse?topic=big HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            b"GET /sse?topic=big HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut healthy = EventReader::open(&server.url("/sse?topic=big"), None).await;
