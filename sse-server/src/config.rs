@@ -3,13 +3,19 @@
 //! Every flag has an `SSE_<FLAG>` environment variable, so the same binary is
 //! configured the same way from a shell, a systemd unit or a container.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    ffi::{OsStr, OsString},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
-/// Address the server listens on by default: loopback only, the seed's port.
+/// Address the server listens on by default: loopback only, port 3000 (the
+/// port of the Fiber example the project grew from).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
-/// The seed's clock interval.
+/// The clock interval of the Fiber example the project grew from.
 pub const DEFAULT_TICK: &str = "2s";
 /// Events kept for replay. 10,000 small events is a few MB, and covers a
 /// client that was away for minutes at the rates the clock and a chat produce.
@@ -38,12 +44,33 @@ pub const DEFAULT_QUEUE: usize = 1_000;
 /// pile up and hold file descriptors.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: &str = "30s";
 
+/// What `--help` says after the flags: the endpoints and the value syntax.
+const AFTER_HELP: &str = "\
+Endpoints:
+  GET  /              the web page
+  GET  /sse           the event stream: ?topic=NAME (repeat; default `default`),
+                      Last-Event-ID header or ?lastEventId=ID to resume
+  POST /publish       publish (PUT too): JSON {\"topic\", \"event\", \"data\"},
+                      JSON {\"message\": ...} (data on topic `default`), or text/plain
+                      data with ?topic= and ?event=; answers 202 {\"id\": ...}
+  GET  /healthz       200 while serving, 503 when the broker is down
+  GET  /metrics       Prometheus text format
+  GET  /stats         counters as JSON (for the page's chart)
+  GET  /openapi.json  OpenAPI 3.1 description of the HTTP API
+
+Durations: a bare number is seconds (`2`); or with a unit: `500ms`, `2s`, `1m`, `1h`.
+Broker: `memory`, or `redis://[[USER]:PASSWORD@]HOST:PORT[/DB]` (`rediss://` for TLS).
+Every flag can also come from the environment variable shown, e.g. SSE_ADDR.
+Secrets: prefer --publish-token-file and --broker-file (or the SSE_* variables)
+to flags, which other users can read with `ps`.";
+
 /// Server-Sent Events pub/sub server.
 ///
 /// Serves a web page at `/`, the event stream at `/sse` and accepts events at
 /// `/publish`. See the README for the wire format and the endpoints.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "sse-server", version, about, long_about = None, args_override_self = true)]
+#[command(name = "sse-server", version, about, long_about = None, args_override_self = true,
+          after_help = AFTER_HELP)]
 pub struct Config {
     /// Address (IP:PORT) to listen on.
     #[arg(long, env = "SSE_ADDR", default_value = DEFAULT_ADDR)]
@@ -76,6 +103,16 @@ pub struct Config {
     #[arg(long, env = "SSE_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
 
+    /// Read the publish token from this file (its first line), so it stays
+    /// out of `ps`. Read by [`Config::load_secret_files`].
+    #[arg(
+        long,
+        env = "SSE_PUBLISH_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "publish_token"
+    )]
+    pub publish_token_file: Option<PathBuf>,
+
     /// Maximum concurrent subscribers; further ones get 503 with Retry-After.
     /// Default: the open-file limit minus a reserve (5%, 32 to 1,000), so
     /// publishing and health checks stay reachable when it is reached.
@@ -87,15 +124,27 @@ pub struct Config {
     #[arg(long, env = "SSE_QUEUE", default_value_t = DEFAULT_QUEUE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub queue: usize,
 
-    /// Event broker: `memory` (embedded) or `redis://[:PASSWORD@]HOST:PORT[/DB]`
-    /// (Redis Streams, shared by several server instances).
+    /// Event broker: `memory` (embedded) or
+    /// `redis://[[USER]:PASSWORD@]HOST:PORT[/DB]` (Redis Streams, shared by
+    /// several server instances).
     #[arg(
         long,
         env = "SSE_BROKER",
         default_value = "memory",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = BrokerUrlParser,
     )]
     pub broker: BrokerUrl,
+
+    /// Read the broker URL from this file (its first line), so a Redis
+    /// password stays out of `ps`. Read by [`Config::load_secret_files`].
+    #[arg(
+        long,
+        env = "SSE_BROKER_FILE",
+        value_name = "FILE",
+        conflicts_with = "broker"
+    )]
+    pub broker_file: Option<PathBuf>,
 
     /// Time a publish body may take to arrive; a slower one gets 408.
     #[arg(long, env = "SSE_BODY_TIMEOUT", default_value = DEFAULT_BODY_TIMEOUT, value_parser = parse_positive_duration)]
@@ -244,10 +293,80 @@ fn parse_origin(s: &str) -> Result<String, String> {
 }
 
 impl Config {
-    /// The configuration with every flag at its default, as tests want it.
-    pub fn defaults() -> Self {
-        Self::parse_from(["sse-server"])
+    /// Parses command-line arguments (the first is the program name) with
+    /// every flag's default, ignoring the `SSE_*` environment: what tests
+    /// and embedding applications want, so that a developer's exported
+    /// `SSE_PUBLISH_TOKEN` does not change their server.
+    ///
+    /// # Errors
+    /// When an argument is unknown or its value invalid.
+    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let command = Self::command().mut_args(|arg| arg.env(None));
+        Self::from_arg_matches(&command.try_get_matches_from(args)?)
     }
+
+    /// Replaces `--publish-token-file` and `--broker-file` by what those
+    /// files hold (their first line), so the secrets never appear in a
+    /// command line.
+    ///
+    /// # Errors
+    /// When a file cannot be read, is empty, or (for the broker) does not
+    /// hold a broker URL. The message names the file, never its content.
+    pub fn load_secret_files(&mut self) -> Result<(), SecretFileError> {
+        if let Some(path) = self.publish_token_file.take() {
+            self.publish_token = Some(read_secret(&path)?);
+        }
+        if let Some(path) = self.broker_file.take() {
+            self.broker = read_secret(&path)?
+                .parse()
+                .map_err(|_| SecretFileError::NotABroker(path))?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    /// Every flag at its default, whatever the environment holds.
+    fn default() -> Self {
+        // Every flag has a default or is optional, so no arguments parse.
+        Self::try_from_args(["sse-server"]).expect("the defaults parse")
+    }
+}
+
+/// A secret file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file held no secret.
+    #[error("{} is empty", .0.display())]
+    Empty(PathBuf),
+    /// The broker file did not hold a broker URL.
+    #[error("{} does not hold `memory` or a `redis://` URL", .0.display())]
+    NotABroker(PathBuf),
+}
+
+/// The first line of `path`, without its line ending.
+fn read_secret(path: &Path) -> Result<String, SecretFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(SecretFileError::Empty(path.to_owned()));
+    }
+    Ok(line.to_owned())
 }
 
 /// Which broker keeps the event log.
@@ -284,39 +403,86 @@ impl std::str::FromStr for BrokerUrl {
         } else if s.starts_with("redis://") || s.starts_with("rediss://") {
             Ok(Self::Redis(s.to_owned()))
         } else {
-            Err(format!(
-                "expected `memory` or `redis://HOST:PORT[/DB]`, got `{s}`"
-            ))
+            // The value is not repeated: it may hold a password.
+            Err("expected `memory` or `redis://[[USER]:PASSWORD@]HOST:PORT[/DB]`".to_owned())
         }
+    }
+}
+
+/// Parses `--broker` without ever echoing the value in an error (clap's
+/// own message would, and the value may hold a password).
+#[derive(Debug, Clone, Copy)]
+struct BrokerUrlParser;
+
+impl clap::builder::TypedValueParser for BrokerUrlParser {
+    type Value = BrokerUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<BrokerUrl, clap::Error> {
+        value
+            .to_str()
+            .ok_or_else(|| "is not valid UTF-8".to_owned())
+            .and_then(str::parse)
+            .map_err(|why| {
+                let flag = arg.map_or_else(|| "--broker".to_owned(), ToString::to_string);
+                let mut cmd = cmd.clone();
+                cmd.error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("invalid value for {flag} (not shown: it may hold a password): {why}"),
+                )
+            })
     }
 }
 
 /// `redis://user:secret@host` becomes `redis://user:***@host`.
+///
+/// The user information ends at the *last* `@`, so a password holding `/`,
+/// `@` or `?` is hidden whole; without a `:` the whole user information is
+/// hidden, as some clients read it as a password.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
+        },
         None => url.to_owned(),
     }
 }
 
-/// Parses `2s`, `500ms`, `1m`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+/// Parses a duration in the one syntax of the workspace's command lines:
+/// `2` (a bare number is seconds), `500ms`, `2s`, `1m`, `1h 30m`. It reads
+/// exactly what `sse_cli::duration::parse_duration` reads (a test checks
+/// they agree); it is repeated here because the server does not depend on
+/// the client crate.
+///
+/// # Errors
+/// A message naming the text and giving examples, for clap to show.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("`{s}`: too many seconds"));
     }
-    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (examples: 2s, 500ms, 1m)"))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{s}`: {e} (examples: 2 (seconds), 500ms, 2s, 1m)"))
 }
 
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+/// Like [`parse_duration`], but zero is refused.
+///
+/// # Errors
+/// As [`parse_duration`], and when the duration is zero.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
-        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d if d.is_zero() => Err(format!("`{s}`: must be greater than zero")),
         d => Ok(d),
     }
 }
@@ -324,11 +490,115 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_well_formed() {
         Config::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_read_as_the_cli_reads_them() {
+        for text in [
+            "0",
+            "2",
+            " 7 ",
+            "500ms",
+            "2s",
+            "1m",
+            "1h 30m",
+            "",
+            "soon",
+            "-1",
+            "1.5",
+            "2 parsecs",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                sse_cli::duration::parse_duration(text),
+                "{text:?}"
+            );
+            assert_eq!(
+                parse_positive_duration(text).is_ok(),
+                sse_cli::duration::parse_positive_duration(text).is_ok(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parsing_without_env_ignores_sse_variables() {
+        // A variable no other test reads, so setting it races with nothing.
+        std::env::set_var("SSE_REDIS_PREFIX", "from-the-environment");
+        let with_env = Config::try_parse_from(["sse-server"]).unwrap();
+        assert_eq!(with_env.redis_prefix, "from-the-environment");
+        let hermetic = Config::try_from_args(["sse-server"]).unwrap();
+        assert_eq!(hermetic.redis_prefix, "sse");
+        assert_eq!(Config::default().redis_prefix, "sse");
+        let flagged = Config::try_from_args(["sse-server", "--redis-prefix", "x"]).unwrap();
+        assert_eq!(flagged.redis_prefix, "x");
+        std::env::remove_var("SSE_REDIS_PREFIX");
+    }
+
+    #[test]
+    fn secret_files_give_their_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let broker = dir.path().join("broker");
+        std::fs::write(&broker, "redis://:pa/ss@db:6379/2\r\n").unwrap();
+        let mut config = Config::try_from_args([
+            "sse-server".as_ref(),
+            "--publish-token-file".as_ref(),
+            token.as_os_str(),
+            "--broker-file".as_ref(),
+            broker.as_os_str(),
+        ])
+        .unwrap();
+        config.load_secret_files().unwrap();
+        assert_eq!(config.publish_token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            config.broker,
+            BrokerUrl::Redis("redis://:pa/ss@db:6379/2".to_owned())
+        );
+        assert_eq!(config.broker.to_string(), "redis://:***@db:6379/2");
+        std::fs::write(&broker, "postgres://u:hunter2@db\n").unwrap();
+        let mut config = Config::try_from_args([
+            "sse-server".as_ref(),
+            "--broker-file".as_ref(),
+            broker.as_os_str(),
+        ])
+        .unwrap();
+        let err = config.load_secret_files().unwrap_err().to_string();
+        assert!(!err.contains("hunter2") && err.contains("broker"), "{err}");
+        std::fs::write(&token, "\n").unwrap();
+        let mut config = Config::try_from_args([
+            "sse-server".as_ref(),
+            "--publish-token-file".as_ref(),
+            token.as_os_str(),
+        ])
+        .unwrap();
+        assert!(matches!(
+            config.load_secret_files(),
+            Err(SecretFileError::Empty(_))
+        ));
+        assert!(Config::try_from_args([
+            "sse-server",
+            "--publish-token",
+            "a",
+            "--publish-token-file",
+            "b"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn a_bad_broker_is_refused_without_echoing_it() {
+        let err = Config::try_from_args(["sse-server", "--broker", "postgres://u:hunter2@db"])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("--broker"), "{err}");
     }
 
     #[test]
@@ -348,6 +618,15 @@ mod tests {
         );
         assert_eq!(redact_url("redis://u:p@db"), "redis://u:***@db");
         assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+        assert_eq!(
+            redact_url("redis://:pa/ss@db:6379/1"),
+            "redis://:***@db:6379/1"
+        );
+        assert_eq!(
+            redact_url("rediss://user:p@ss/w?rd@db/0"),
+            "rediss://user:***@db/0"
+        );
+        assert_eq!(redact_url("redis://onlysecret@db"), "redis://***@db");
         assert_eq!(
             format!("{:?}", "redis://:pw@h".parse::<BrokerUrl>().unwrap()),
             "redis://:***@h"

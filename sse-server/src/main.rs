@@ -15,7 +15,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let config = Config::parse();
+    let mut config = Config::parse();
+    config.load_secret_files()?;
     match sse_server::limits::raise_nofile() {
         Ok(limit) => tracing::info!(
             was = limit.was,

@@ -4,7 +4,6 @@
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
-use clap::Parser as _;
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
@@ -41,7 +40,7 @@ impl Server {
     fn start_on(listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("addr");
         // No clock: the tests publish every event they expect.
-        let config = sse_server::Config::try_parse_from(["sse-server", "--tick", "0"])
+        let config = sse_server::Config::try_from_args(["sse-server", "--tick", "0"])
             .expect("server config");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -6,6 +6,7 @@ mod hostile;
 mod operations;
 mod publish;
 mod replay;
+mod secrets;
 mod slow;
 mod stream;
 mod support;

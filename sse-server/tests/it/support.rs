@@ -32,7 +32,7 @@ impl TestServer {
     pub async fn start_on(addr: SocketAddr, args: &[&str]) -> Self {
         let mut argv = vec!["sse-server", "--tick", "0"];
         argv.extend_from_slice(args);
-        let config = Config::try_parse_from_args(&argv);
+        let config = Config::try_from_args(&argv).expect("valid test arguments");
         let listener = sse_server::serve::bind(addr).expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -57,17 +57,6 @@ impl TestServer {
         }
         let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
         task.await.expect("server task").expect("server run");
-    }
-}
-
-trait ParseArgs {
-    fn try_parse_from_args(argv: &[&str]) -> Config;
-}
-
-impl ParseArgs for Config {
-    fn try_parse_from_args(argv: &[&str]) -> Config {
-        use clap::Parser as _;
-        Config::try_parse_from(argv).expect("valid test arguments")
     }
 }
 
