@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::Parser as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -338,7 +337,7 @@ impl RealServer {
         let listener = sse_server::serve::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let config =
-            sse_server::Config::try_parse_from(["sse-server", "--tick", "0"].iter().chain(extra))
+            sse_server::Config::try_from_args(["sse-server", "--tick", "0"].iter().chain(extra))
                 .expect("config");
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
