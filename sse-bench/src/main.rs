@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use sse_bench::cli::Cli;
+use sse_bench::cli::{Cli, Command};
 use sse_bench::print;
 use sse_bench::report::Report;
 
@@ -36,6 +36,10 @@ fn main() -> ExitCode {
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Completions { shell }) = cli.command {
+        sse_bench::cli::completions(shell, &mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(addr) = cli.grip_origin {
         sse_bench::origin::serve(addr).await?;
         return Ok(ExitCode::SUCCESS);

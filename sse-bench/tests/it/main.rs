@@ -3,6 +3,7 @@
 //! events dropped, duplicated or held back, refused connections), and
 //! against the real `sse-server`; assertions read its `--json` report.
 
+mod completions;
 mod e2e;
 mod scenarios;
 mod support;
