@@ -1,5 +1,6 @@
 //! Integration tests: the real server on a socket, driven over HTTP.
 
+mod auth;
 mod concurrency;
 mod connections;
 mod hostile;
