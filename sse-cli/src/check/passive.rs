@@ -57,8 +57,30 @@ pub(super) async fn run(
     let start = Instant::now();
     let response = match connect(client, config, start).await {
         Ok(response) => response,
-        Err(cause) => {
+        Err(NoResponse::Connect(cause)) => {
             report.checks.push(Check::new("status", Level::Fail, cause));
+            skip_rest(report, "not run: no response");
+            return None;
+        }
+        Err(NoResponse::Headers) => {
+            // Connected, but the headers never came: the same fault as
+            // slow headers, at its worst.
+            report.connected = true;
+            let waited = human(config.timeout);
+            report.checks.push(Check::new(
+                "status",
+                Level::Fail,
+                format!("no response within {waited}"),
+            ));
+            report.checks.push(Check::new(
+                "headers-flushed",
+                Level::Fail,
+                format!(
+                    "connected, but no headers within {waited}: held back, e.g. by a \
+                     buffering proxy (nginx: proxy_buffering off, or let the server's \
+                     X-Accel-Buffering: no through)"
+                ),
+            ));
             skip_rest(report, "not run: no response");
             return None;
         }
@@ -106,21 +128,47 @@ pub(super) fn ids_check(seen: &Seen, config: &CheckConfig) -> Check {
     }
 }
 
+/// Why there is no response to check.
+enum NoResponse {
+    /// No connection at all (refused, unresolvable, unreachable).
+    Connect(String),
+    /// A connection, but no response headers within `--timeout`.
+    Headers,
+}
+
 /// The response, or why there was none within `--timeout`.
 async fn connect(
     client: &Client,
     config: &CheckConfig,
     start: Instant,
-) -> Result<Response, String> {
+) -> Result<Response, NoResponse> {
     let send = stream::request(client, config, None).send();
     match tokio::time::timeout_at(start + config.timeout, send).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(err)) => Err(format!("cannot connect: {}", http::describe(&err))),
-        Err(_) => Err(format!(
-            "no response headers within {}",
+        Ok(Err(err)) => Err(NoResponse::Connect(format!(
+            "cannot connect: {}",
+            http::describe(&err)
+        ))),
+        Err(_) if reachable(&config.url).await => Err(NoResponse::Headers),
+        Err(_) => Err(NoResponse::Connect(format!(
+            "cannot connect within {}",
             human(config.timeout)
-        )),
+        ))),
     }
+}
+
+/// Whether a TCP connection to the URL's host and port can be made: tells
+/// "nothing there" from "something there that does not answer".
+async fn reachable(url: &reqwest::Url) -> bool {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let connect = tokio::net::TcpStream::connect((host, port));
+    matches!(
+        tokio::time::timeout(http::CONNECT_TIMEOUT, connect).await,
+        Ok(Ok(_))
+    )
 }
 
 fn skip_rest(report: &mut Report, reason: &str) {

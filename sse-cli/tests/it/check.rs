@@ -406,3 +406,27 @@ async fn our_server_passes_every_check() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
 }
+
+#[tokio::test]
+async fn a_server_that_accepts_and_never_answers_fails_headers_flushed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/sse", listener.local_addr().expect("addr"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let (code, checks) = check(&[&url, "--timeout", "1s"]).await;
+    hold.abort();
+    assert_eq!(code, 1, "connected, so not 2: {checks:?}");
+    let flushed = checks
+        .iter()
+        .find(|c| c.0 == "headers-flushed")
+        .expect("line");
+    assert_eq!(flushed.1, "fail", "{flushed:?}");
+    assert!(
+        flushed.2.contains("no headers within 1.00 s"),
+        "{flushed:?}"
+    );
+}

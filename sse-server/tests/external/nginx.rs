@@ -19,13 +19,24 @@ const SAMPLE_LISTEN: &str = "listen 8080;";
 
 /// A private nginx, one process (`master_process off`), so dropping the
 /// child stops it.
-struct Nginx {
+pub struct Nginx {
     port: u16,
     _child: Child,
 }
 
 impl Nginx {
-    async fn start(dir: &Path, upstreams: &[&BinaryServer]) -> Self {
+    /// nginx with the sample configuration, as shipped.
+    pub async fn start(dir: &Path, upstreams: &[&BinaryServer]) -> Self {
+        Self::start_with(dir, upstreams, |site| site).await
+    }
+
+    /// nginx with the sample configuration changed by `edit` (to test a
+    /// misconfiguration), applied after the ports are replaced.
+    pub async fn start_with(
+        dir: &Path,
+        upstreams: &[&BinaryServer],
+        edit: impl FnOnce(String) -> String,
+    ) -> Self {
         let port = free_port();
         let mut site = SAMPLE.to_owned();
         for (sample, server) in SAMPLE_UPSTREAMS.iter().zip(upstreams) {
@@ -37,6 +48,7 @@ impl Nginx {
             "the sample has `{SAMPLE_LISTEN}`"
         );
         site = site.replace(SAMPLE_LISTEN, &format!("listen 127.0.0.1:{port};"));
+        let site = edit(site);
         let dir = dir.display();
         // What Debian's /etc/nginx/nginx.conf provides around conf.d/*.conf,
         // with every path in the temporary folder.
@@ -90,7 +102,7 @@ impl Nginx {
         nginx
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 }
