@@ -61,7 +61,7 @@ Endpoints:
 Durations: a bare number is seconds (`2`); or with a unit: `500ms`, `2s`, `1m`, `1h`.
 Broker: `memory`, or `redis://[[USER]:PASSWORD@]HOST:PORT[/DB]` (`rediss://` for TLS).
 Every flag can also come from the environment variable shown, e.g. SSE_ADDR.
-Secrets: prefer --publish-token-file and --broker-file (or the SSE_* variables)
+Secrets: prefer --publish-token-file, --jwt-secret-file and --broker-file (or the SSE_* variables)
 to flags, which other users can read with `ps`.";
 
 /// Server-Sent Events pub/sub server.
@@ -183,6 +183,16 @@ pub struct Config {
         conflicts_with = "jwt_public_key"
     )]
     pub jwt_secret: Option<Secret>,
+
+    /// Read the HS256 secret from this file (its first line), so it stays
+    /// out of `ps`. Read by [`Config::load_secret_files`].
+    #[arg(
+        long,
+        env = "SSE_JWT_SECRET_FILE",
+        value_name = "FILE",
+        conflicts_with_all = ["jwt_secret", "jwt_public_key"]
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
 
     /// Require a JSON Web Token signed with the private half of this PEM
     /// public key: RSA (RS256) or EC P-256 (ES256).
@@ -309,7 +319,8 @@ impl Config {
         Self::from_arg_matches(&command.try_get_matches_from(args)?)
     }
 
-    /// Replaces `--publish-token-file` and `--broker-file` by what those
+    /// Replaces `--publish-token-file`, `--jwt-secret-file` and
+    /// `--broker-file` by what those
     /// files hold (their first line), so the secrets never appear in a
     /// command line.
     ///
@@ -319,6 +330,9 @@ impl Config {
     pub fn load_secret_files(&mut self) -> Result<(), SecretFileError> {
         if let Some(path) = self.publish_token_file.take() {
             self.publish_token = Some(read_secret(&path)?);
+        }
+        if let Some(path) = self.jwt_secret_file.take() {
+            self.jwt_secret = Some(Secret(read_secret(&path)?));
         }
         if let Some(path) = self.broker_file.take() {
             self.broker = read_secret(&path)?
@@ -547,16 +561,24 @@ mod tests {
         std::fs::write(&token, "s3cret\n").unwrap();
         let broker = dir.path().join("broker");
         std::fs::write(&broker, "redis://:pa/ss@db:6379/2\r\n").unwrap();
+        let jwt = dir.path().join("jwt");
+        std::fs::write(&jwt, "hmac-key\n").unwrap();
         let mut config = Config::try_from_args([
             "sse-server".as_ref(),
             "--publish-token-file".as_ref(),
             token.as_os_str(),
+            "--jwt-secret-file".as_ref(),
+            jwt.as_os_str(),
             "--broker-file".as_ref(),
             broker.as_os_str(),
         ])
         .unwrap();
         config.load_secret_files().unwrap();
         assert_eq!(config.publish_token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            config.jwt_secret.as_ref().map(Secret::expose),
+            Some("hmac-key")
+        );
         assert_eq!(
             config.broker,
             BrokerUrl::Redis("redis://:pa/ss@db:6379/2".to_owned())
