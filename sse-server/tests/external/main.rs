@@ -10,3 +10,4 @@ mod browser;
 mod cli;
 mod nginx;
 mod redis;
+mod redis_durability;
