@@ -12,6 +12,8 @@ use std::{
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::durable::Fsync;
+
 /// Address the server listens on by default: loopback only, port 3000 (the
 /// port of the Fiber example the project grew from).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -224,6 +226,17 @@ pub struct Config {
     /// Default: loopback names when listening on loopback, else any.
     #[arg(long, env = "SSE_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+
+    /// Keep the embedded broker's history (the last --history events) on
+    /// disk in this directory, and restore it at start.
+    #[arg(long, env = "SSE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With --data-dir, when a publish counts as durable, as Redis's
+    /// `appendfsync`: `always` (202 only once the event is on disk),
+    /// `everysec` (flushed every second), `no` (the OS flushes).
+    #[arg(long, env = "SSE_FSYNC", value_enum, default_value_t = Fsync::Always)]
+    pub fsync: Fsync,
 }
 
 /// Clock skew tolerated on `exp` and `nbf`: a few seconds covers machines

@@ -119,6 +119,13 @@ pub fn recover(dir: &Path, history: usize) -> Result<Recovered, LogError> {
                         offset = next;
                     }
                     Decoded::End => break,
+                    // Space the writer set aside for records (zeros are
+                    // never a record: a length of 0 is impossible).
+                    _ if buf[offset..].iter().all(|&b| b == 0) => {
+                        trim_zeros(path, offset)?;
+                        segment.bytes = offset as u64;
+                        break;
+                    }
                     Decoded::Torn => {
                         damage = Some((offset, "file ends inside a record"));
                         break;
@@ -158,6 +165,15 @@ pub fn recover(dir: &Path, history: usize) -> Result<Recovered, LogError> {
         }
     }
     Ok(recovered)
+}
+
+/// Drops the zeros the writer set aside past the last record.
+fn trim_zeros(path: &Path, at: usize) -> Result<(), LogError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_len(at as u64))
+        .map_err(|cause| LogError::file(path, cause))
 }
 
 /// Truncates `path` to its first `at` bytes (or rewrites its header when

@@ -3,7 +3,8 @@
 use std::{
     collections::VecDeque,
     fs::{self, File},
-    io::{self, Seek, SeekFrom, Write},
+    io,
+    os::unix::fs::FileExt,
     path::PathBuf,
     sync::{mpsc, Arc, Mutex, PoisonError},
     time::{Duration, Instant},
@@ -30,6 +31,16 @@ const SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// bounds the writer's buffer under a burst; a larger burst takes several
 /// batches.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes of zeros a segment is extended by at once. Writes into
+/// space the file already has are flushed by `fdatasync` without a
+/// journal commit for the file's size (measured here: 0.6 ms instead of
+/// 6 ms per flush), so the writer extends segments ahead of the records
+/// with zeros, by about what the segment will still need, at most this.
+const PREALLOCATE_MAX: u64 = 8 * 1024 * 1024;
+/// Least bytes a segment is extended by at once.
+const PREALLOCATE_MIN: u64 = 64 * 1024;
+/// Zeros to extend segments with.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// `--fsync everysec`: how long written events may wait for a flush.
 const EVERYSEC: Duration = Duration::from_secs(1);
 
@@ -39,12 +50,15 @@ type Reply = oneshot::Sender<Result<EventId, AppendError>>;
 struct Active {
     file: File,
     path: PathBuf,
-    /// Bytes of whole records (and the header) in it; a failed write may
-    /// have left more, which is cut before the next write.
+    /// Bytes of whole records (and the header) in it.
     len: u64,
+    /// Size of the file: zeros follow the records up to here.
+    allocated: u64,
     events: u64,
-    /// A failed write left bytes past `len`.
-    dirty_tail: bool,
+    /// A failed write may have left bytes between `len` and this offset;
+    /// they are zeroed before the next write, so that no stale record can
+    /// show up behind newer ones.
+    dirty_to: Option<u64>,
 }
 
 pub(super) struct Writer {
@@ -155,9 +169,13 @@ impl Writer {
     }
 
     fn flush_at_exit(&mut self) {
-        if self.options.fsync != Fsync::Always {
-            self.flush("shutdown");
+        if let Some(active) = &mut self.active {
+            // The space set aside is not needed any more.
+            if active.dirty_to.is_none() && active.file.set_len(active.len).is_ok() {
+                active.allocated = active.len;
+            }
         }
+        self.flush("shutdown");
     }
 
     /// Stores a batch; hands each event to the sink and answers its
@@ -204,9 +222,7 @@ impl Writer {
     /// log.
     fn write(&mut self, first: EventId, count: u64) -> io::Result<()> {
         if let Some(active) = &mut self.active {
-            if active.dirty_tail {
-                cut_back(active)?;
-            }
+            clean(active)?;
         }
         let full = self.active.as_ref().is_none_or(|active| {
             active.events >= self.segment_events || active.len >= SEGMENT_MAX_BYTES
@@ -215,10 +231,23 @@ impl Writer {
             self.roll(first)?;
         }
         let fsync = self.options.fsync;
+        let remaining = self.segment_events.saturating_sub(
+            self.active.as_ref().map_or(0, |active| active.events),
+        );
         let Some(active) = &mut self.active else {
             return Err(io::Error::other("no open segment"));
         };
-        let result = active.file.write_all(&self.buf).and_then(|()| {
+        let end = active.len + self.buf.len() as u64;
+        if end > active.allocated {
+            // About what the rest of the segment needs, at this batch's
+            // record size.
+            let wanted = (self.buf.len() as u64 / count.max(1)).saturating_mul(remaining);
+            let target = end.max(
+                active.len + wanted.clamp(PREALLOCATE_MIN, PREALLOCATE_MAX),
+            );
+            extend(active, target)?;
+        }
+        let result = active.file.write_all_at(&self.buf, active.len).and_then(|()| {
             if fsync == Fsync::Always {
                 active.file.sync_data()
             } else {
@@ -226,12 +255,12 @@ impl Writer {
             }
         });
         if let Err(err) = result {
-            active.dirty_tail = true;
-            // Cut now if we can; otherwise before the next write.
-            let _ = cut_back(active);
+            active.dirty_to = Some(end);
+            // Clean now if we can; otherwise before the next write.
+            let _ = clean(active);
             return Err(err);
         }
-        active.len += self.buf.len() as u64;
+        active.len = end;
         active.events += count;
         self.total += count;
         if fsync == Fsync::Everysec && self.unflushed_since.is_none() {
@@ -245,6 +274,8 @@ impl Writer {
     /// `first`.
     fn roll(&mut self, first: EventId) -> io::Result<()> {
         if let Some(old) = self.active.take() {
+            // Drop the zeros set aside; recovery would skip them anyway.
+            let _ = old.file.set_len(old.len);
             if self.options.fsync == Fsync::Everysec {
                 old.file.sync_data()?;
             }
@@ -255,13 +286,13 @@ impl Writer {
             });
         }
         let path = self.options.dir.join(segment_name(first));
-        let mut file = fs::OpenOptions::new()
+        let file = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&path)?;
         let fsync = self.options.fsync;
-        let header = file.write_all(record::MAGIC).and_then(|()| {
+        let header = file.write_all_at(record::MAGIC, 0).and_then(|()| {
             if fsync == Fsync::No {
                 return Ok(());
             }
@@ -273,12 +304,14 @@ impl Writer {
             let _ = fs::remove_file(&path);
             return Err(err);
         }
+        let len = record::MAGIC.len() as u64;
         self.active = Some(Active {
             file,
             path,
-            len: record::MAGIC.len() as u64,
+            len,
+            allocated: len,
             events: 0,
-            dirty_tail: false,
+            dirty_to: None,
         });
         Ok(())
     }
@@ -303,10 +336,34 @@ impl Writer {
     }
 }
 
-/// Cuts what a failed write left past the last whole record.
-fn cut_back(active: &mut Active) -> io::Result<()> {
-    active.file.set_len(active.len)?;
-    active.file.seek(SeekFrom::Start(active.len))?;
-    active.dirty_tail = false;
+/// Zeroes what a failed write may have left past the last whole record.
+fn clean(active: &mut Active) -> io::Result<()> {
+    let Some(to) = active.dirty_to else {
+        return Ok(());
+    };
+    let to = to.min(active.allocated);
+    let mut at = active.len;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        active.file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    active.dirty_to = None;
+    Ok(())
+}
+
+/// Extends the active segment with zeros up to `target` bytes.
+fn extend(active: &mut Active, target: u64) -> io::Result<()> {
+    let mut at = active.allocated;
+    while at < target {
+        let n = (target - at).min(ZEROS.len() as u64) as usize;
+        if let Err(err) = active.file.write_all_at(&ZEROS[..n], at) {
+            // Give back what could be had (a full disk).
+            let _ = active.file.set_len(active.allocated);
+            return Err(err);
+        }
+        at += n as u64;
+    }
+    active.allocated = target;
     Ok(())
 }
