@@ -266,6 +266,19 @@ impl Hub {
         true
     }
 
+    /// Fills the ring with events kept from an earlier run (durable
+    /// history), oldest first, before anyone subscribes: not counted as
+    /// published, no one woken. Events not newer than the newest are
+    /// skipped.
+    pub fn restore(&self, events: impl IntoIterator<Item = StoredEvent>) {
+        let mut ring = self.ring();
+        for event in events {
+            if event.id > ring.last_id {
+                self.insert(&mut ring, event);
+            }
+        }
+    }
+
     /// Puts `event` at the head of the ring, evicting the oldest beyond
     /// the limits in events or bytes; returns its ring position and topic.
     fn insert(&self, ring: &mut Ring, event: StoredEvent) -> (u64, Arc<str>) {

@@ -1,4 +1,5 @@
-//! The embedded broker: history in this process, ids unique across runs.
+//! The embedded broker: history in this process, ids unique across runs,
+//! and with `--data-dir` kept on disk and restored at start.
 
 use std::{
     sync::Arc,
@@ -9,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     hub::{Hub, Limits},
+    resume::predecessor,
     too_old_notice, Plan, Start, StoredEvent, Subscription,
 };
 use crate::{
+    durable::{self, AppendError, DiskLog, LogError, LogOptions},
     metrics::Metrics,
     wire::{encode_event, EventId},
 };
@@ -22,23 +25,83 @@ use crate::{
 /// milliseconds: an id from an earlier run never matches this run's, so a
 /// client resuming with one is told and replayed everything retained,
 /// instead of being treated as up to date.
+///
+/// With a disk log (`--data-dir`) the history of earlier runs is restored
+/// into the hub at start, so their ids resume exactly, and `EPOCH` is
+/// later than every restored id's, so new ids sort after all of them.
+/// Events reach the hub (and subscribers) only once the log has them.
 #[derive(Debug)]
 pub struct MemoryBroker {
     hub: Arc<Hub>,
     epoch: u64,
+    log: Option<DiskLog>,
+}
+
+/// Milliseconds since the Unix epoch: a run's `EPOCH`.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+}
+
+/// The id after `last` in a run whose epoch is `epoch`.
+fn next_id(epoch: u64, last: EventId) -> EventId {
+    // An older `last` (history kept from an earlier run) is followed by
+    // this run's first id.
+    if last.ms >= epoch {
+        EventId::new(last.ms, last.seq + 1)
+    } else {
+        EventId::new(epoch, 1)
+    }
 }
 
 impl MemoryBroker {
     /// A broker within `limits` (history, and pending events per
     /// subscriber).
     pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Self {
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_millis() as u64);
+        let epoch = now_ms();
         Self {
             hub: Arc::new(Hub::new(limits, EventId::new(epoch, 0), metrics)),
             epoch,
+            log: None,
         }
+    }
+
+    /// A broker whose history is kept in the disk log `options` names:
+    /// restores what the log holds, then stores every event there before
+    /// it is published.
+    ///
+    /// # Errors
+    /// When the log cannot be opened (see [`durable::open`]).
+    pub fn durable(
+        options: LogOptions,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LogError> {
+        let mut opened = durable::open(options)?;
+        let restored = opened.take_events();
+        // Later than any restored id, even if the clock went back.
+        let epoch = now_ms().max(opened.last_id().map_or(0, |last| last.ms + 1));
+        // A resume from just before the oldest restored event misses nothing.
+        let base = restored
+            .first()
+            .map_or(EventId::new(epoch, 0), |first| predecessor(first.id));
+        let hub = Arc::new(Hub::new(limits, base, metrics));
+        hub.restore(restored);
+        let sink = Arc::clone(&hub);
+        let log = opened
+            .start(move |event| {
+                sink.push(event);
+            })
+            .map_err(|cause| LogError::Dir {
+                dir: "writer thread".into(),
+                cause,
+            })?;
+        Ok(Self {
+            hub,
+            epoch,
+            log: Some(log),
+        })
     }
 
     /// The fan-out hub.
@@ -46,25 +109,48 @@ impl MemoryBroker {
         &self.hub
     }
 
-    /// Appends an event; it is in history and on its way to every current
-    /// subscriber of `topic` when this returns.
-    pub fn publish(&self, topic: &str, event: &str, data: &str) -> EventId {
+    /// Appends an event; it is in history (on disk as `--fsync` says, with
+    /// a disk log) and on its way to every current subscriber of `topic`
+    /// when this returns.
+    ///
+    /// # Errors
+    /// When the disk log cannot store the event (a full disk); nothing was
+    /// published.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<EventId, AppendError> {
         let topic: Arc<str> = Arc::from(topic);
         let epoch = self.epoch;
-        self.hub.append(|last| {
-            // The hub starts at `epoch-0`; an older `last` (history kept
-            // from an earlier run) is followed by this run's first id.
-            let id = if last.ms >= epoch {
-                EventId::new(last.ms, last.seq + 1)
-            } else {
-                EventId::new(epoch, 1)
-            };
+        let make = |last: EventId| {
+            let id = next_id(epoch, last);
             StoredEvent {
                 id,
                 topic,
                 wire: encode_event(&id.to_string(), event, data),
             }
-        })
+        };
+        match &self.log {
+            None => Ok(self.hub.append(make)),
+            Some(log) => {
+                log.append(|last| make(last.unwrap_or(EventId::new(epoch, 0))))
+                    .await
+            }
+        }
+    }
+
+    /// What keeps events from being stored, if anything (a full disk).
+    pub fn problem(&self) -> Option<AppendError> {
+        self.log.as_ref().and_then(DiskLog::problem)
+    }
+
+    /// Stores what is queued for the disk log and stops its writer.
+    pub async fn shutdown(&self) {
+        if let Some(log) = &self.log {
+            log.shutdown().await;
+        }
     }
 
     /// Subscribes where `start` asks; a resume from an id the history does

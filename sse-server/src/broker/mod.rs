@@ -31,6 +31,16 @@ pub enum BrokerError {
     /// The broker's backing store cannot be reached; nothing was changed.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The disk log (`--data-dir`) cannot store events now; nothing was
+    /// published.
+    #[error(transparent)]
+    Storage(#[from] crate::durable::AppendError),
+    /// The disk log (`--data-dir`) cannot be opened.
+    #[error(transparent)]
+    Log(#[from] crate::durable::LogError),
+    /// The configuration asks for something this broker does not do.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The event log behind the server.
@@ -49,10 +59,34 @@ impl Broker {
     /// When the broker's backing store cannot be set up.
     pub async fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BrokerError> {
         match &config.broker {
-            BrokerUrl::Memory => Ok(Self::Memory(MemoryBroker::new(
-                Limits::from_config(config),
-                metrics,
-            ))),
+            BrokerUrl::Memory => match &config.data_dir {
+                None => Ok(Self::Memory(MemoryBroker::new(
+                    Limits::from_config(config),
+                    metrics,
+                ))),
+                Some(dir) => {
+                    let options = crate::durable::LogOptions {
+                        dir: dir.clone(),
+                        fsync: config.fsync,
+                        history: config.history,
+                        history_bytes: config.history_bytes,
+                    };
+                    // Reading the log back is disk work: off the runtime.
+                    let limits = Limits::from_config(config);
+                    let broker = tokio::task::spawn_blocking(move || {
+                        MemoryBroker::durable(options, limits, metrics)
+                    })
+                    .await
+                    .map_err(|err| BrokerError::Unavailable(err.to_string()))??;
+                    Ok(Self::Memory(broker))
+                }
+            },
+            BrokerUrl::Redis(_) if config.data_dir.is_some() => Err(BrokerError::Config(
+                "--data-dir keeps the embedded broker's history; with --broker redis://... \
+                 Redis keeps it: turn on its append-only file (appendonly yes, \
+                 appendfsync always) instead"
+                    .to_owned(),
+            )),
             BrokerUrl::Redis(url) => Ok(Self::Redis(
                 RedisBroker::start(
                     url,
@@ -84,7 +118,7 @@ impl Broker {
         data: &str,
     ) -> Result<EventId, BrokerError> {
         match self {
-            Self::Memory(broker) => Ok(broker.publish(topic, event, data)),
+            Self::Memory(broker) => Ok(broker.publish(topic, event, data).await?),
             Self::Redis(broker) => broker.publish(topic, event, data).await,
         }
     }
@@ -107,15 +141,25 @@ impl Broker {
     /// Whether the broker can accept events now.
     pub fn is_up(&self) -> bool {
         match self {
-            Self::Memory(_) => true,
+            Self::Memory(broker) => broker.problem().is_none(),
             Self::Redis(broker) => broker.is_up(),
+        }
+    }
+
+    /// Why the broker cannot accept events now, when it can say (a full
+    /// disk under `--data-dir`).
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Self::Memory(broker) => broker.problem().map(|problem| problem.to_string()),
+            Self::Redis(_) => None,
         }
     }
 
     /// Ends every subscription and stops background work.
     pub async fn shutdown(&self) {
-        if let Self::Redis(broker) = self {
-            broker.shutdown().await;
+        match self {
+            Self::Memory(broker) => broker.shutdown().await,
+            Self::Redis(broker) => broker.shutdown().await,
         }
         self.hub().close();
     }

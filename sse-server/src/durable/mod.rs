@@ -12,9 +12,10 @@
 //! does it hand them to the fan-out (the `sink`) and answer the publishers,
 //! so no subscriber ever sees an event a crash could take back.
 //!
-//! Retention follows `--history`: a segment is deleted once the newer ones
-//! hold `--history` events, so the disk holds at most `--history` events
-//! plus one segment.
+//! Retention follows `--history` and `--history-bytes`: a segment is
+//! deleted once the newer ones hold `--history` events or
+//! `--history-bytes` of them, so the disk holds what the history retains
+//! plus at most about one eighth more (one segment).
 
 pub mod record;
 pub mod recover;
@@ -151,6 +152,8 @@ pub struct LogOptions {
     pub fsync: Fsync,
     /// Events to keep (`--history`).
     pub history: usize,
+    /// Encoded bytes of events to keep (`--history-bytes`).
+    pub history_bytes: usize,
 }
 
 /// The log, recovered and locked, before its writer starts.
@@ -240,7 +243,7 @@ pub fn open(options: LogOptions) -> Result<Opened, LogError> {
         (&lock).write_all(std::process::id().to_string().as_bytes())
     };
     write_pid().map_err(|cause| LogError::dir(dir, cause))?;
-    let recovered = recover::recover(dir, options.history)?;
+    let recovered = recover::recover(dir, options.history, options.history_bytes)?;
     tracing::info!(
         dir = %dir.display(),
         events = recovered.events.len(),

@@ -34,6 +34,8 @@ pub struct Segment {
     pub events: u64,
     /// Its size in bytes.
     pub bytes: u64,
+    /// Encoded bytes of the events in it (what `--history-bytes` counts).
+    pub payload: u64,
 }
 
 /// What the log held at start.
@@ -81,15 +83,17 @@ fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
 
 /// Reads every segment in `dir`, cutting a torn tail off the newest one and
 /// deleting a newest segment that holds no record; keeps the newest
-/// `history` events.
+/// `history` events, within `history_bytes` (the newest one whatever its
+/// size).
 ///
 /// # Errors
 /// When a file cannot be read, or is damaged where a crash cannot have
 /// damaged it.
-pub fn recover(dir: &Path, history: usize) -> Result<Recovered, LogError> {
+pub fn recover(dir: &Path, history: usize, history_bytes: usize) -> Result<Recovered, LogError> {
     let paths = list_segments(dir)?;
     let mut recovered = Recovered::default();
     let mut topics = Topics::default();
+    let mut kept_bytes = 0;
     for (index, path) in paths.iter().enumerate() {
         let newest = index + 1 == paths.len();
         let buf = Bytes::from(fs::read(path).map_err(|cause| LogError::file(path, cause))?);
@@ -97,6 +101,7 @@ pub fn recover(dir: &Path, history: usize) -> Result<Recovered, LogError> {
             path: path.clone(),
             events: 0,
             bytes: buf.len() as u64,
+            payload: 0,
         };
         let mut offset = record::MAGIC.len();
         let mut damage = None;
@@ -111,9 +116,15 @@ pub fn recover(dir: &Path, history: usize) -> Result<Recovered, LogError> {
                             break;
                         }
                         recovered.last_id = Some(event.id);
+                        segment.payload += event.wire.len() as u64;
+                        kept_bytes += event.wire.len();
                         recovered.events.push_back(event);
-                        if recovered.events.len() > history {
-                            recovered.events.pop_front();
+                        while recovered.events.len() > history
+                            || (kept_bytes > history_bytes && recovered.events.len() > 1)
+                        {
+                            if let Some(oldest) = recovered.events.pop_front() {
+                                kept_bytes -= oldest.wire.len();
+                            }
                         }
                         segment.events += 1;
                         offset = next;

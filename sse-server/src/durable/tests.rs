@@ -8,6 +8,7 @@ fn options(dir: &Path, history: usize, fsync: Fsync) -> LogOptions {
         dir: dir.to_owned(),
         fsync,
         history,
+        history_bytes: usize::MAX,
     }
 }
 

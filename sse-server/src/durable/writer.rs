@@ -52,6 +52,8 @@ struct Active {
     path: PathBuf,
     /// Bytes of whole records (and the header) in it.
     len: u64,
+    /// Encoded bytes of the events in it.
+    payload: u64,
     /// Size of the file: zeros follow the records up to here.
     allocated: u64,
     events: u64,
@@ -68,7 +70,12 @@ pub(super) struct Writer {
     active: Option<Active>,
     /// Events in `sealed` and `active`.
     total: u64,
+    /// Their encoded bytes.
+    total_payload: u64,
+    /// A segment is closed at this many events ...
     segment_events: u64,
+    /// ... or at this many encoded bytes of events.
+    segment_payload: u64,
     sink: Box<dyn FnMut(StoredEvent) + Send>,
     problem: Arc<Mutex<Option<AppendError>>>,
     /// When events were first written without a flush (`--fsync everysec`).
@@ -84,13 +91,17 @@ impl Writer {
         problem: Arc<Mutex<Option<AppendError>>>,
     ) -> Self {
         let total = segments.iter().map(|s| s.events).sum();
+        let total_payload = segments.iter().map(|s| s.payload).sum();
         let segment_events = options.history.div_ceil(SEGMENTS_PER_HISTORY).max(1) as u64;
+        let segment_payload = (options.history_bytes / SEGMENTS_PER_HISTORY).max(1) as u64;
         Self {
             options,
             sealed: segments.into(),
             active: None,
             total,
+            total_payload,
             segment_events,
+            segment_payload,
             sink,
             problem,
             unflushed_since: None,
@@ -186,7 +197,8 @@ impl Writer {
             record::encode(event, &mut self.buf);
         }
         let first = batch[0].0.id;
-        match self.write(first, batch.len() as u64) {
+        let payload = batch.iter().map(|(event, _)| event.wire.len() as u64).sum();
+        match self.write(first, batch.len() as u64, payload) {
             Ok(()) => {
                 let recovered = self
                     .problem
@@ -220,20 +232,22 @@ impl Writer {
     /// Writes `self.buf` (`count` records, the first with id `first`) and
     /// flushes it as `--fsync` says. On error nothing of it stays in the
     /// log.
-    fn write(&mut self, first: EventId, count: u64) -> io::Result<()> {
+    fn write(&mut self, first: EventId, count: u64, payload: u64) -> io::Result<()> {
         if let Some(active) = &mut self.active {
             clean(active)?;
         }
         let full = self.active.as_ref().is_none_or(|active| {
-            active.events >= self.segment_events || active.len >= SEGMENT_MAX_BYTES
+            active.events >= self.segment_events
+                || active.payload >= self.segment_payload
+                || active.len >= SEGMENT_MAX_BYTES
         });
         if full {
             self.roll(first)?;
         }
         let fsync = self.options.fsync;
-        let remaining = self.segment_events.saturating_sub(
-            self.active.as_ref().map_or(0, |active| active.events),
-        );
+        let remaining = self
+            .segment_events
+            .saturating_sub(self.active.as_ref().map_or(0, |active| active.events));
         let Some(active) = &mut self.active else {
             return Err(io::Error::other("no open segment"));
         };
@@ -242,18 +256,22 @@ impl Writer {
             // About what the rest of the segment needs, at this batch's
             // record size.
             let wanted = (self.buf.len() as u64 / count.max(1)).saturating_mul(remaining);
-            let target = end.max(
-                active.len + wanted.clamp(PREALLOCATE_MIN, PREALLOCATE_MAX),
-            );
-            extend(active, target)?;
-        }
-        let result = active.file.write_all_at(&self.buf, active.len).and_then(|()| {
-            if fsync == Fsync::Always {
-                active.file.sync_data()
-            } else {
-                Ok(())
+            let target = end.max(active.len + wanted.clamp(PREALLOCATE_MIN, PREALLOCATE_MAX));
+            // Near a full disk, what this batch needs may still fit.
+            if extend(active, target).is_err() {
+                extend(active, end)?;
             }
-        });
+        }
+        let result = active
+            .file
+            .write_all_at(&self.buf, active.len)
+            .and_then(|()| {
+                if fsync == Fsync::Always {
+                    active.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(err) = result {
             active.dirty_to = Some(end);
             // Clean now if we can; otherwise before the next write.
@@ -262,7 +280,9 @@ impl Writer {
         }
         active.len = end;
         active.events += count;
+        active.payload += payload;
         self.total += count;
+        self.total_payload += payload;
         if fsync == Fsync::Everysec && self.unflushed_since.is_none() {
             self.unflushed_since = Some(Instant::now());
         }
@@ -283,6 +303,7 @@ impl Writer {
                 path: old.path,
                 events: old.events,
                 bytes: old.len,
+                payload: old.payload,
             });
         }
         let path = self.options.dir.join(segment_name(first));
@@ -309,6 +330,7 @@ impl Writer {
             file,
             path,
             len,
+            payload: 0,
             allocated: len,
             events: 0,
             dirty_to: None,
@@ -317,11 +339,14 @@ impl Writer {
     }
 
     /// Deletes the oldest segments while the newer ones hold `--history`
-    /// events.
+    /// events or `--history-bytes` of them.
     fn retain(&mut self) {
         let history = self.options.history as u64;
+        let history_bytes = self.options.history_bytes as u64;
         while let Some(oldest) = self.sealed.front() {
-            if self.total - oldest.events < history {
+            if self.total - oldest.events < history
+                && self.total_payload - oldest.payload < history_bytes
+            {
                 break;
             }
             if let Err(err) = fs::remove_file(&oldest.path) {
@@ -331,6 +356,7 @@ impl Writer {
                 }
             }
             self.total -= oldest.events;
+            self.total_payload -= oldest.payload;
             self.sealed.pop_front();
         }
     }

@@ -4,7 +4,8 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
 
 use super::AppState;
 
-/// 200 while serving and the broker is reachable, 503 when it is not.
+/// 200 while serving and the broker is reachable, 503 when it is not (or,
+/// with `--data-dir`, cannot store events: the body's `error` says why).
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     if state.broker.is_up() {
         (
@@ -14,7 +15,14 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "degraded", "broker": "down"})),
+            Json(match state.broker.problem() {
+                // A full disk under --data-dir: the broker runs, but
+                // cannot store events.
+                Some(problem) => {
+                    serde_json::json!({"status": "degraded", "broker": "down", "error": problem})
+                }
+                None => serde_json::json!({"status": "degraded", "broker": "down"}),
+            }),
         )
     }
 }

@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 mod cli;
+mod durable_disk_full;
 mod nginx;
 mod redis;
 mod redis_durability;

@@ -29,18 +29,22 @@ const BEFORE_KILL: usize = 400;
 
 /// `redis-server` with the persistence the README recommends, in `dir`.
 fn start_redis(dir: &Path, port: u16) -> Child {
-    Command::new(program("redis-server", "/usr/bin/redis-server", "redis-server"))
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .arg("--dir")
-        .arg(dir)
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .args(["--save", "", "--daemonize", "no", "--protected-mode", "no"])
-        .args(["--logfile", "redis.log"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start redis-server")
+    Command::new(program(
+        "redis-server",
+        "/usr/bin/redis-server",
+        "redis-server",
+    ))
+    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+    .arg("--dir")
+    .arg(dir)
+    .args(["--appendonly", "yes", "--appendfsync", "always"])
+    .args(["--save", "", "--daemonize", "no", "--protected-mode", "no"])
+    .args(["--logfile", "redis.log"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("start redis-server")
 }
 
 async fn wait_for_health(server: &BinaryServer, status: u16) {
@@ -128,7 +132,11 @@ async fn redis_with_appendfsync_always_killed_during_publishing_loses_no_acknowl
     for publisher in publishers {
         acknowledged.extend(publisher.await.expect("publisher"));
     }
-    assert!(acknowledged.len() >= BEFORE_KILL / 2, "{}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= BEFORE_KILL / 2,
+        "{}",
+        acknowledged.len()
+    );
 
     let _redis = start_redis(dir.path(), port);
     wait_for_health(&server, 200).await;
@@ -155,7 +163,7 @@ async fn redis_with_appendfsync_always_killed_during_publishing_loses_no_acknowl
         );
     }
     // Each publisher's events are in Redis in the order it published them.
-    let mut next_n = vec![0usize; PUBLISHERS];
+    let mut next_n = [0usize; PUBLISHERS];
     for (_, data) in &stored {
         let (p, n) = data.split_once('/').expect("p/n");
         let (p, n): (usize, usize) = (p.parse().unwrap(), n.parse().unwrap());

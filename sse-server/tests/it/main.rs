@@ -3,6 +3,7 @@
 mod auth;
 mod concurrency;
 mod connections;
+mod durable;
 mod hostile;
 mod operations;
 mod publish;
