@@ -257,3 +257,27 @@ fn a_data_dir_that_is_a_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn history_bytes_bounds_the_disk_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path(), 100_000, Fsync::No);
+    options.history_bytes = 8 * 1024;
+    let (log, _, _) = start(options.clone());
+    for n in 0..400 {
+        log.append(next_event(1, format!("{n:0>100}")))
+            .await
+            .unwrap();
+    }
+    drop(log);
+    let on_disk: u64 = segments(dir.path())
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    // 8 KiB of events plus one segment of 1 KiB, and record overheads.
+    assert!(on_disk < 16 * 1024, "{on_disk} bytes on disk");
+    let (_, restored, _) = start(options);
+    let kept: usize = restored.iter().map(|e| e.wire.len()).sum();
+    assert!(kept <= 8 * 1024 && kept > 7 * 1024, "{kept} bytes restored");
+    assert_eq!(restored.last().unwrap().id.seq, 400);
+}
