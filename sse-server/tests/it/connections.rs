@@ -277,13 +277,15 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
 async fn lean_subscriptions_answer_with_the_same_bytes_as_hyper() {
     let server = BinaryServer::start("127.0.0.1:0", &["--tick", "0", "--max-clients", "4"]).await;
     // `TE: trailers` sends a request to hyper; hyper ignores it otherwise.
+    // The Host must pass `--allowed-hosts`, whose default is the listening address.
+    let host = server.addr;
     let cases = [
-        "GET /sse?topic=a HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n",
-        "GET /sse?topic= HTTP/1.1\r\nHost: t\r\n",
-        "GET /sse?topic=a&lastEventId=1-1 HTTP/1.1\r\nHost: t\r\n",
+        format!("GET /sse?topic=a HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"),
+        format!("GET /sse?topic= HTTP/1.1\r\nHost: {host}\r\n"),
+        format!("GET /sse?topic=a&lastEventId=1-1 HTTP/1.1\r\nHost: {host}\r\n"),
     ];
     let mut held = Vec::new();
-    for case in cases {
+    for case in &cases {
         let lean = raw_exchange(server.addr, &format!("{case}\r\n")).await;
         let hyper = raw_exchange(server.addr, &format!("{case}TE: trailers\r\n\r\n")).await;
         assert_eq!(lean, hyper, "{case}");
@@ -308,10 +310,14 @@ async fn lean_subscriptions_answer_with_the_same_bytes_as_hyper() {
         read_head(&mut stream).await;
         streams.push(stream);
     }
-    let lean = raw_exchange(server.addr, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let lean = raw_exchange(
+        server.addr,
+        &format!("GET /sse HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    )
+    .await;
     let hyper = raw_exchange(
         server.addr,
-        "GET /sse HTTP/1.1\r\nHost: t\r\nTE: trailers\r\n\r\n",
+        &format!("GET /sse HTTP/1.1\r\nHost: {host}\r\nTE: trailers\r\n\r\n"),
     )
     .await;
     assert_eq!(lean, hyper);
