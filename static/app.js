@@ -67,6 +67,7 @@ $('topics-form').addEventListener('submit', (submit) => {
     message.textContent = parsed.error;
     return;
   }
+  subscriptions.setToken($('token').value.trim());
   subscribe(parsed.topics);
   message.dataset.kind = 'ok';
   message.textContent = `Subscribed to ${parsed.topics.join(', ')}.`;
@@ -79,6 +80,7 @@ setUpPublishForm($('publish-form'), $('publish-result'), {
       ? ''
       : `(topic "${topic}" is not subscribed, so it will not show here)`;
   },
+  token: () => $('token').value,
 });
 
 const pause = $('pause');

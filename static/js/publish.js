@@ -4,9 +4,10 @@
 /**
  * @param {HTMLFormElement} form
  * @param {HTMLElement} result where the outcome is written (an aria-live region)
- * @param {{beforePublish: (topic: string, type: string) => string}} hooks
+ * @param {{beforePublish: (topic: string, type: string) => string, token: () => string}} hooks
  *   `beforePublish` runs before sending (so the page listens for a new event
- *   type before its event can arrive) and returns a note to show with the id.
+ *   type before its event can arrive) and returns a note to show with the id;
+ *   `token` gives the access token to send as `Authorization: Bearer`.
  */
 export function setUpPublishForm(form, result, hooks) {
   const field = (name) => form.elements.namedItem(name);
@@ -16,7 +17,7 @@ export function setUpPublishForm(form, result, hooks) {
     const topic = field('topic').value;
     const event = field('event').value;
     const data = field('data').value;
-    const token = field('token').value.trim();
+    const token = hooks.token().trim();
     const note = hooks.beforePublish(topic, event);
 
     const headers = { 'Content-Type': 'application/json' };

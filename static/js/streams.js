@@ -29,6 +29,7 @@ export class Subscriptions {
   #onEvent;
   #onState;
   #lastEventId = '';
+  #token = '';
 
   /**
    * @param {(topic: string, event: MessageEvent) => void} onEvent
@@ -62,6 +63,21 @@ export class Subscriptions {
     this.#report();
   }
 
+  /**
+   * Subscribes with `token` (a JWT, sent as `?access_token=`: EventSource
+   * cannot set headers) from now on; open streams reconnect with it.
+   */
+  setToken(token) {
+    if (token === this.#token) return;
+    this.#token = token;
+    for (const stream of this.#streams.values()) {
+      this.#close(stream);
+      stream.state = 'connecting';
+      this.#open(stream);
+    }
+    this.#report();
+  }
+
   /** Also show events of `type` from now on (on every stream, open or future). */
   listen(type) {
     if (this.#types.has(type)) return;
@@ -76,6 +92,7 @@ export class Subscriptions {
     // A stream re-created by us (not by the browser's own reconnection) cannot
     // send Last-Event-ID, so it resumes through the query parameter instead.
     if (stream.lastId) params.set('lastEventId', stream.lastId);
+    if (this.#token) params.set('access_token', this.#token);
     const source = new EventSource(`sse?${params}`);
     stream.source = source;
     stream.handler = (event) => {

@@ -180,8 +180,8 @@ async fn form_publishes_and_shows_the_id_or_the_error() {
     browser.fill("#pub-event", "greeting").await;
     browser.fill("#pub-data", "hello from the form").await;
     // The token field is folded away; open it as a user would.
-    browser.click("#publish-form summary").await;
-    browser.fill("#pub-token", "wrong").await;
+    browser.click("#topics-form summary").await;
+    browser.fill("#token", "wrong").await;
     browser.click("#publish-form button[type=submit]").await;
     let error = browser
         .eventually("the server's error", || async {
@@ -191,7 +191,7 @@ async fn form_publishes_and_shows_the_id_or_the_error() {
         .await;
     assert!(error.contains("401"), "{error}");
 
-    browser.fill("#pub-token", "s3cret").await;
+    browser.fill("#token", "s3cret").await;
     browser.click("#publish-form button[type=submit]").await;
     let id = browser
         .eventually("the returned id", || async {
@@ -299,6 +299,64 @@ async fn restart_shows_reconnecting_then_live_and_replays_missed_events() {
         "nothing shown twice"
     );
 
+    browser.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_field_subscribes_and_publishes_with_a_jwt() {
+    let secret = "browser-test-secret";
+    let server = TestServer::start(&["--jwt-secret", secret]).await;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sse": {"subscribe": ["private"], "publish": ["private"]}}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("a token");
+    let browser = Browser::open(&server.url("/?topic=private")).await;
+    // Without a token the server refuses the stream (401).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_ne!(browser.text("#state-text").await, "live");
+
+    browser.click("#topics-form summary").await;
+    browser.fill("#token", &token).await;
+    browser.click("#topics-form button[type=submit]").await;
+    browser.wait_for_state("live").await;
+
+    // Publishing from the form sends the same token.
+    browser.fill("#pub-data", "for token holders").await;
+    browser.click("#publish-form button[type=submit]").await;
+    let row = browser
+        .wait_for_row("the event published with the token", |row| {
+            row.data == "for token holders"
+        })
+        .await;
+    assert_eq!(row.topic, "private");
+    // A second, independent subscriber sees the same event: it was
+    // published, not only shown.
+    let mut reader = EventReader::open(
+        &server.url(&format!(
+            "/sse?topic=private&access_token={token}&lastEventId=0-0"
+        )),
+        None,
+    )
+    .await;
+    let event = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let event = reader.expect(PATIENCE).await;
+            if event.data == "for token holders" {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the event on the server");
+    assert_eq!(event.id, row.id);
+    let url = browser.client.current_url().await.expect("url");
+    assert!(
+        !url.as_str().contains(&token),
+        "the token stays out of the address bar"
+    );
     browser.close().await;
     server.stop().await;
 }

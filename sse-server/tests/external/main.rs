@@ -6,6 +6,7 @@
 #[path = "../it/support.rs"]
 mod support;
 
+mod auth;
 mod browser;
 mod cli;
 mod durable_disk_full;
