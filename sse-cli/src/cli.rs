@@ -244,9 +244,22 @@ fn parse_last_event_id(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, FromArgMatches};
 
     use super::*;
+
+    /// Parses as the binary does, but ignoring the developer's `SSE_*`
+    /// environment (`SSE_TOKEN` would otherwise change what is parsed).
+    fn parse<T>(args: impl IntoIterator<Item = T>) -> Result<Cli, clap::Error>
+    where
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        for name in ["watch", "publish", "check"] {
+            command = command.mut_subcommand(name, |sub| sub.mut_args(|arg| arg.env(None)));
+        }
+        Cli::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
 
     #[test]
     fn clap_definition_is_valid() {
@@ -255,7 +268,7 @@ mod tests {
 
     #[test]
     fn watch_defaults() {
-        let cli = Cli::try_parse_from(["sse-cli", "watch"]).unwrap();
+        let cli = parse(["sse-cli", "watch"]).unwrap();
         let Command::Watch(args) = cli.command else {
             panic!("not watch")
         };
@@ -269,7 +282,7 @@ mod tests {
 
     #[test]
     fn watch_flags_parse() {
-        let cli = Cli::try_parse_from([
+        let cli = parse([
             "sse-cli",
             "watch",
             "https://example.com/events",
@@ -304,7 +317,7 @@ mod tests {
         assert_eq!(args.count, Some(3));
         assert_eq!(args.last_event_id.as_deref(), Some("42"));
         assert_eq!(args.retry, Some(Duration::from_millis(250)));
-        let cli = Cli::try_parse_from(["sse-cli", "watch", "--retry", "2"]).unwrap();
+        let cli = parse(["sse-cli", "watch", "--retry", "2"]).unwrap();
         let Command::Watch(bare) = cli.command else {
             panic!("not watch")
         };
@@ -333,13 +346,13 @@ mod tests {
             &["sse-cli", "watch", "--idle-timeout", "0s"],
             &["sse-cli", "publish", "--url", "::"],
         ] {
-            assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+            assert!(parse(args).is_err(), "{args:?} accepted");
         }
     }
 
     #[test]
     fn check_flags_parse() {
-        let cli = Cli::try_parse_from([
+        let cli = parse([
             "sse-cli",
             "check",
             "http://h/sse",
@@ -378,13 +391,13 @@ mod tests {
             ],
             &["sse-cli", "check", "http://h/", "--timeout", "0"],
         ] {
-            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn publish_flags_parse() {
-        let cli = Cli::try_parse_from([
+        let cli = parse([
             "sse-cli", "publish", "--topic", "logs", "--event", "line", "--token", "t", "-",
         ])
         .unwrap();
