@@ -164,6 +164,13 @@ pub struct Cli {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
+    /// Draw the run (with --table: the saved runs on shared axes) into
+    /// FILE.svg, or FILE.html (self-contained): latency per second, events
+    /// and clients over time with the scenario's moment marked, and the
+    /// latency histogram.
+    #[arg(long, value_name = "FILE.svg|FILE.html", value_parser = parse_report_path)]
+    pub report: Option<PathBuf>,
+
     /// Print a side-by-side table of saved --json reports and exit (reports
     /// with the same label are runs of one target: the table shows their
     /// medians and spread).
@@ -215,6 +222,15 @@ pub struct Cli {
     /// origin for Pushpin on this address and exit on SIGTERM/SIGINT.
     #[arg(long, hide = true, value_name = "ADDR")]
     pub grip_origin: Option<SocketAddr>,
+}
+
+fn parse_report_path(s: &str) -> Result<PathBuf, String> {
+    let lower = s.to_ascii_lowercase();
+    if lower.ends_with(".svg") || lower.ends_with(".html") || lower.ends_with(".htm") {
+        Ok(PathBuf::from(s))
+    } else {
+        Err(format!("{s:?}: the name must end in .svg or .html"))
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -287,7 +287,13 @@ struct LatencyBatch {
 }
 
 impl LatencyBatch {
-    fn push(&mut self, now_ns: u64, us: u64) {
+    /// Adds a sample received at `now_ns`, first handing over a batch from
+    /// an earlier second (every batch is of one second, so the per-second
+    /// timeline stays exact).
+    fn push(&mut self, now_ns: u64, us: u64, slow: bool, tx: &mpsc::UnboundedSender<Msg>) {
+        if now_ns / 1_000_000_000 != self.started_ns / 1_000_000_000 {
+            self.flush(slow, tx);
+        }
         if self.values.is_empty() {
             self.started_ns = now_ns;
         }
@@ -295,7 +301,7 @@ impl LatencyBatch {
     }
 
     /// Hands the batch over when it is full, old, or from an earlier
-    /// second than `now_ns` (so the per-second timeline stays exact).
+    /// second than `now_ns`.
     fn flush_if_due(&mut self, now_ns: u64, slow: bool, tx: &mpsc::UnboundedSender<Msg>) {
         let due = self.values.len() >= LATENCY_BATCH
             || now_ns.saturating_sub(self.started_ns) >= LATENCY_BATCH_MAX_AGE_NS
@@ -392,6 +398,7 @@ impl Deliveries {
         tx: &mpsc::UnboundedSender<Msg>,
     ) -> anyhow::Result<bool> {
         let now = payload::now_ns();
+        let slow = self.slow;
         let mut events = 0u64;
         let before = self.tracker.summary.distinct;
         let mut parser = std::mem::take(&mut self.parser);
@@ -403,7 +410,8 @@ impl Deliveries {
                         Some((seq, intended)) => {
                             self.check_resume(seq);
                             if self.tracker.observe(seq) {
-                                self.batch.push(now, now.saturating_sub(intended) / 1000);
+                                let us = now.saturating_sub(intended) / 1000;
+                                self.batch.push(now, us, slow, tx);
                             }
                         }
                         None => self.tracker.summary.foreign += 1,
@@ -596,8 +604,10 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut signal: watch::Receiver<
                 let _ = shared.tx.send(Msg::Break { kind });
             }
         }
-        // Cut or broken: drop the socket (the bench's cut closes it here).
+        // Cut or broken: drop the socket (the bench's cut closes it here),
+        // and hand over the latencies so far while reconnecting.
         drop(conn);
+        d.batch.flush(d.slow, &shared.tx);
         counters.open.fetch_sub(1, Ordering::Relaxed);
         match reconnect(&shared, index, &mut d, opts, &mut buf, &mut signal).await {
             Some(c) => conn = c,

@@ -9,6 +9,7 @@
 //! processes ([`worker`]) when asked.
 
 pub mod aggregate;
+pub mod chart;
 pub mod churn;
 pub mod cli;
 pub mod client;

@@ -58,9 +58,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             reports.push(r);
         }
         print!("{}", print::side_by_side(&reports));
+        if let Some(path) = &cli.report {
+            sse_bench::chart::write(path, &reports)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let r = sse_bench::run::run(&cli).await?;
+    if let Some(path) = &cli.report {
+        sse_bench::chart::write(path, std::slice::from_ref(&r))?;
+    }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

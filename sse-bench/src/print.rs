@@ -363,6 +363,125 @@ const METRICS: &[Metric] = &[
     },
 ];
 
+/// Rows shown only when some report has the figure (scenario results).
+const SCENARIO_METRICS: &[Metric] = &[
+    Metric {
+        name: "storm: clients cut",
+        get: |r| r.storm.as_ref().map(|s| s.cut as f64),
+        fmt: int,
+    },
+    Metric {
+        name: "storm: all back after (s)",
+        get: |r| r.storm.as_ref().and_then(|s| s.all_back_s),
+        fmt: num,
+    },
+    Metric {
+        name: "storm: back p50 per client (ms)",
+        get: |r| r.storm.as_ref().map(|s| s.time_to_back_ms.p50),
+        fmt: num,
+    },
+    Metric {
+        name: "storm: back p99 per client (ms)",
+        get: |r| r.storm.as_ref().map(|s| s.time_to_back_ms.p99),
+        fmt: num,
+    },
+    Metric {
+        name: "storm: not back",
+        get: |r| r.storm.as_ref().map(|s| s.not_back as f64),
+        fmt: int,
+    },
+    Metric {
+        name: "storm: refused reconnects",
+        get: |r| {
+            r.storm.as_ref().map(|s| {
+                s.statuses
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "200")
+                    .map(|(_, v)| *v as f64)
+                    .sum()
+            })
+        },
+        fmt: int,
+    },
+    Metric {
+        name: "storm: gaps closed exactly",
+        get: |r| r.storm.as_ref().map(|s| s.gaps_closed as f64),
+        fmt: int,
+    },
+    Metric {
+        name: "storm: gaps left open",
+        get: |r| r.storm.as_ref().map(|s| s.gaps_open as f64),
+        fmt: int,
+    },
+    Metric {
+        name: "churn: connects/s",
+        get: |r| r.churn.as_ref().map(|c| c.connects_per_s),
+        fmt: num,
+    },
+    Metric {
+        name: "churn: failed connects",
+        get: |r| {
+            r.churn
+                .as_ref()
+                .map(|c| c.errors.values().sum::<u64>() as f64)
+        },
+        fmt: int,
+    },
+    Metric {
+        name: "slow: dropped by server",
+        get: |r| r.slow.as_ref().map(|v| v.dropped_by_server as f64),
+        fmt: int,
+    },
+    Metric {
+        name: "slow: exact resumes",
+        get: |r| r.slow.as_ref().map(|v| v.resumes_exact as f64),
+        fmt: int,
+    },
+    Metric {
+        name: "healthy p99 before slow (ms)",
+        get: |r| r.slow.as_ref().map(|v| v.healthy_baseline_ms.p99),
+        fmt: num,
+    },
+    Metric {
+        name: "healthy p99 with slow (ms)",
+        get: |r| r.slow.as_ref().map(|v| v.healthy_with_slow_ms.p99),
+        fmt: num,
+    },
+    Metric {
+        name: "server RSS at end (MiB)",
+        get: |r| {
+            r.server
+                .as_ref()
+                .filter(|s| s.rss_after_kib > 0)
+                .map(|s| s.rss_after_kib as f64 / 1024.0)
+        },
+        fmt: num,
+    },
+];
+
+/// One table row: the figure for each label (`median (min-max)` over runs).
+fn metric_row(m: &Metric, labels: &[&str], reports: &[Report]) -> Vec<String> {
+    labels
+        .iter()
+        .map(|l| {
+            let mut vals: Vec<f64> = reports
+                .iter()
+                .filter(|r| &r.label == l)
+                .filter_map(|r| (m.get)(r))
+                .collect();
+            match vals.len() {
+                0 => "-".to_string(),
+                1 => (m.fmt)(vals[0]),
+                _ => {
+                    let med = median(&mut vals);
+                    let (lo, hi) = (vals[0], vals[vals.len() - 1]);
+                    format!("{} ({}-{})", (m.fmt)(med), (m.fmt)(lo), (m.fmt)(hi))
+                }
+            }
+        })
+        .collect()
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -392,7 +511,11 @@ pub fn side_by_side(reports: &[Report]) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "{} clients, {} events/s, {} B payload, {} s; runs per target: {}{}\n",
+            "{}{} clients, {} events/s, {} B payload, {} s; runs per target: {}{}\n",
+            match first.scenario {
+                crate::scenario::Scenario::Steady => String::new(),
+                other => format!("{}: ", other.name()),
+            },
             count(first.clients),
             num(first.rate),
             first.payload,
@@ -408,24 +531,14 @@ pub fn side_by_side(reports: &[Report]) -> String {
     let _ = writeln!(s, "| metric | {} |", labels.join(" | "));
     let _ = writeln!(s, "|---|{}", "---:|".repeat(labels.len()));
     for m in METRICS {
-        let mut cells = Vec::new();
-        for l in &labels {
-            let mut vals: Vec<f64> = reports
-                .iter()
-                .filter(|r| &r.label == l)
-                .filter_map(|r| (m.get)(r))
-                .collect();
-            cells.push(match vals.len() {
-                0 => "-".to_string(),
-                1 => (m.fmt)(vals[0]),
-                _ => {
-                    let med = median(&mut vals);
-                    let (lo, hi) = (vals[0], vals[vals.len() - 1]);
-                    format!("{} ({}-{})", (m.fmt)(med), (m.fmt)(lo), (m.fmt)(hi))
-                }
-            });
-        }
+        let cells = metric_row(m, &labels, reports);
         let _ = writeln!(s, "| {} | {} |", m.name, cells.join(" | "));
+    }
+    for m in SCENARIO_METRICS {
+        if reports.iter().any(|r| (m.get)(r).is_some()) {
+            let cells = metric_row(m, &labels, reports);
+            let _ = writeln!(s, "| {} | {} |", m.name, cells.join(" | "));
+        }
     }
     let failed: Vec<String> = reports
         .iter()

@@ -8,8 +8,10 @@
 //! Pushpin (with a private zurl and a GRIP origin served by
 //! `sse-bench --grip-origin`) and our server, each a fresh private instance
 //! per run with the configurations in `bench/peers/`, and prints one table
-//! side by side (medians and spread when `--runs` > 1). Reports, logs and
-//! the table are kept under `target/bench/<timestamp>/`. `--no-build` reuses
+//! side by side (medians and spread when `--runs` > 1), and draws them on
+//! shared axes (`report.svg`, `report.html`). Every `--scenario` of the bench
+//! works here too. Reports, logs, the table and the pictures are kept under
+//! `target/bench/<timestamp>/`. `--no-build` reuses
 //! the release binaries already built (a long measurement series then runs
 //! one build throughout, even while the work tree changes).
 
@@ -198,18 +200,25 @@ fn compare(sh: &Shell, root: &Path, out: &Path, opts: &Options) -> Result<()> {
             reports.push(report);
         }
     }
-    let table = Command::new(root.join("target/release/sse-bench"))
-        .arg("--table")
-        .args(&reports)
-        .output()
-        .context("running sse-bench --table")?;
-    if !table.status.success() {
-        bail!(
-            "sse-bench --table failed: {}",
-            String::from_utf8_lossy(&table.stderr)
-        );
+    // The table, and the runs drawn on shared axes (SVG for documents,
+    // HTML to open in a browser).
+    let mut text = String::new();
+    for picture in ["report.svg", "report.html"] {
+        let table = Command::new(root.join("target/release/sse-bench"))
+            .arg("--table")
+            .args(&reports)
+            .arg("--report")
+            .arg(out.join(picture))
+            .output()
+            .context("running sse-bench --table")?;
+        if !table.status.success() {
+            bail!(
+                "sse-bench --table failed: {}",
+                String::from_utf8_lossy(&table.stderr)
+            );
+        }
+        text = String::from_utf8_lossy(&table.stdout).into_owned();
     }
-    let text = String::from_utf8_lossy(&table.stdout);
     print!("{text}");
     std::fs::write(out.join("table.md"), text.as_bytes())?;
     eprintln!("xtask: reports and logs in {}", out.display());

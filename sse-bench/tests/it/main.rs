@@ -5,6 +5,7 @@
 
 mod completions;
 mod e2e;
+mod report;
 mod scenarios;
 mod support;
 mod validation;
