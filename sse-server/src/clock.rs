@@ -3,7 +3,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError};
 
 /// Event type of the clock's events.
 pub const TICK_EVENT: &str = "tick";
@@ -12,11 +12,12 @@ pub const TICK_EVENT: &str = "tick";
 pub async fn run(broker: Arc<Broker>, interval: Duration) {
     every(interval, || async {
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-        if let Err(err) = broker
+        match broker
             .publish("default", TICK_EVENT, &format!("the time is {now}"))
             .await
         {
-            tracing::warn!(cause = %err, "the clock could not publish");
+            Ok(_) | Err(BrokerError::ShuttingDown) => {}
+            Err(err) => tracing::warn!(cause = %err, "the clock could not publish"),
         }
     })
     .await;

@@ -66,8 +66,10 @@ pub async fn run(
     let stop_broker = Arc::clone(&broker);
     serve::serve(listener, router, options, async move {
         shutdown.await;
-        tracing::info!("shutting down: closing streams");
-        // Ending the streams first lets each response finish cleanly.
+        tracing::info!("shutting down: publishing stops, streams end once they have sent every acknowledged event");
+        // Publishes are refused from here on, and every stream ends once it
+        // has sent everything acknowledged, so each response finishes
+        // cleanly within the grace period.
         stop_broker.shutdown().await;
     })
     .await;

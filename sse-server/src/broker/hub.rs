@@ -88,6 +88,8 @@ struct Ring {
     max_bytes: usize,
     /// Id of the newest event ever appended, or the hub's base before any.
     last_id: EventId,
+    /// Set by [`Hub::finish`]: nothing more is appended.
+    finished: bool,
 }
 
 impl Ring {
@@ -170,7 +172,8 @@ pub struct Hub {
     next_key: AtomicU64,
     queue: usize,
     heartbeat: AtomicU64,
-    closed: AtomicBool,
+    /// Set by [`Hub::finish`]: streams end once they have sent everything.
+    finishing: AtomicBool,
     /// Bumped to end every current subscription (see [`Hub::end_all`]).
     generation: AtomicU64,
     /// Earliest `expires_at` of any subscriber (`u64::MAX`: none), so
@@ -202,12 +205,13 @@ impl Hub {
                 bytes: 0,
                 max_bytes: limits.history_bytes,
                 last_id: base,
+                finished: false,
             }),
             subscribers: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(0),
             queue: queue.clamp(1, history),
             heartbeat: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
+            finishing: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             next_expiry: AtomicU64::new(u64::MAX),
             metrics,
@@ -235,29 +239,33 @@ impl Hub {
 
     /// Appends the event `make` builds from the newest id (so the caller
     /// can number events in order, atomically with other appends), and
-    /// wakes the subscribers of its topic. Returns the event's id.
+    /// wakes the subscribers of its topic. Returns the event's id, or `None`
+    /// (appending nothing) once the hub is finishing.
     ///
     /// The event's id must be greater than the one `make` was given.
-    pub fn append(&self, make: impl FnOnce(EventId) -> StoredEvent) -> EventId {
+    pub fn append(&self, make: impl FnOnce(EventId) -> StoredEvent) -> Option<EventId> {
         let mut ring = self.ring();
+        if ring.finished {
+            return None;
+        }
         let event = make(ring.last_id);
         debug_assert!(event.id > ring.last_id, "appended ids must increase");
         let id = event.id;
         let (pos, topic) = self.insert(&mut ring, event);
         drop(ring);
         self.fan_out(pos, &topic);
-        id
+        Some(id)
     }
 
     /// Appends an event numbered elsewhere (a Redis stream entry) and wakes
     /// the subscribers of its topic.
     ///
     /// Returns `false`, appending nothing, when the event is not newer than
-    /// the newest one: a Redis reader may see an entry twice after
-    /// reconnecting.
+    /// the newest one (a Redis reader may see an entry twice after
+    /// reconnecting), or once the hub is finishing.
     pub fn push(&self, event: StoredEvent) -> bool {
         let mut ring = self.ring();
-        if event.id <= ring.last_id {
+        if event.id <= ring.last_id || ring.finished {
             return false;
         }
         let (pos, topic) = self.insert(&mut ring, event);
@@ -368,9 +376,12 @@ impl Hub {
         self.next_expiry.fetch_min(next, Ordering::AcqRel);
     }
 
-    /// Ends every subscription (server shutdown).
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+    /// Takes no more events, and ends every subscription once it has sent
+    /// everything the hub holds for it (server shutdown: every event
+    /// acknowledged so far still reaches every subscriber).
+    pub fn finish(&self) {
+        self.ring().finished = true;
+        self.finishing.store(true, Ordering::Release);
         self.wake_all();
     }
 
@@ -601,7 +612,6 @@ impl Stream for Subscription {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
         if this.shared.ended.load(Ordering::Acquire)
-            || this.hub.closed.load(Ordering::Acquire)
             || this.hub.generation.load(Ordering::Acquire) != this.generation
         {
             return Poll::Ready(None);
@@ -612,12 +622,16 @@ impl Stream for Subscription {
         // Register before looking, so a push between the look and the
         // return still wakes this task.
         this.shared.waker.register(cx.waker());
+        // Read before the ring: once set, nothing more is appended, so a
+        // batch that comes back empty after it means everything was sent.
+        let finishing = this.hub.finishing.load(Ordering::Acquire);
         match this.take_batch() {
             None => {
                 this.hub.end_slow(&this.shared);
                 Poll::Ready(None)
             }
             Some((Some(bytes), events)) => Poll::Ready(Some(this.sent(bytes, events))),
+            Some((None, _)) if finishing => Poll::Ready(None),
             Some((None, _)) => {
                 let beat = this.hub.heartbeat.load(Ordering::Acquire);
                 if beat != this.heartbeat_seen {
@@ -881,5 +895,26 @@ mod tests {
         assert_eq!(metrics.history_bytes.get(), 500);
         assert_eq!(metrics.history_events.get(), 1);
         assert_eq!(live.next().await.unwrap().len(), 500);
+    }
+
+    #[tokio::test]
+    async fn finishing_delivers_everything_held_then_ends() {
+        let hub = hub(100, 100);
+        let (mut sub, _) = hub.subscribe(topics(&["a"]), Start::Live, CancellationToken::new());
+        push(&hub, 1, "a");
+        push(&hub, 2, "b");
+        push(&hub, 3, "a");
+        hub.finish();
+        assert!(!hub.push(StoredEvent {
+            id: EventId::new(1, 4),
+            topic: Arc::from("a"),
+            wire: Bytes::from_static(b"late"),
+        }));
+        assert!(hub
+            .append(|_| unreachable!("a finishing hub builds nothing"))
+            .is_none());
+        let batch = sub.next().await.unwrap();
+        assert_eq!(&batch[..], b"id: 1-1\ndata: a\n\nid: 1-3\ndata: a\n\n");
+        assert!(sub.next().await.is_none(), "ends once everything was sent");
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     hub::{Hub, Limits},
     resume::predecessor,
-    too_old_notice, Plan, Start, StoredEvent, Subscription,
+    too_old_notice, BrokerError, Plan, Start, StoredEvent, Subscription,
 };
 use crate::{
     durable::{self, AppendError, DiskLog, LogError, LogOptions},
@@ -114,14 +114,14 @@ impl MemoryBroker {
     /// when this returns.
     ///
     /// # Errors
-    /// When the disk log cannot store the event (a full disk); nothing was
-    /// published.
+    /// When the disk log cannot store the event (a full disk), or the
+    /// server is shutting down; nothing was published.
     pub async fn publish(
         &self,
         topic: &str,
         event: &str,
         data: &str,
-    ) -> Result<EventId, AppendError> {
+    ) -> Result<EventId, BrokerError> {
         let topic: Arc<str> = Arc::from(topic);
         let epoch = self.epoch;
         let make = |last: EventId| {
@@ -133,11 +133,14 @@ impl MemoryBroker {
             }
         };
         match &self.log {
-            None => Ok(self.hub.append(make)),
-            Some(log) => {
-                log.append(|last| make(last.unwrap_or(EventId::new(epoch, 0))))
-                    .await
-            }
+            None => self.hub.append(make).ok_or(BrokerError::ShuttingDown),
+            Some(log) => log
+                .append(|last| make(last.unwrap_or(EventId::new(epoch, 0))))
+                .await
+                .map_err(|err| match err {
+                    AppendError::Closed => BrokerError::ShuttingDown,
+                    err => BrokerError::Storage(err),
+                }),
         }
     }
 
@@ -146,11 +149,15 @@ impl MemoryBroker {
         self.log.as_ref().and_then(DiskLog::problem)
     }
 
-    /// Stores what is queued for the disk log and stops its writer.
+    /// Stores what is queued for the disk log and stops its writer, then
+    /// lets every stream send everything acknowledged and end.
     pub async fn shutdown(&self) {
         if let Some(log) = &self.log {
             log.shutdown().await;
         }
+        // Every acknowledged event is in the hub now: streams send them
+        // all, then end.
+        self.hub.finish();
     }
 
     /// Subscribes where `start` asks; a resume from an id the history does

@@ -41,6 +41,9 @@ pub enum BrokerError {
     /// The configuration asks for something this broker does not do.
     #[error("{0}")]
     Config(String),
+    /// The server is shutting down and takes no more events.
+    #[error("the server is shutting down; publish to another instance or retry later")]
+    ShuttingDown,
 }
 
 /// The event log behind the server.
@@ -118,7 +121,7 @@ impl Broker {
         data: &str,
     ) -> Result<EventId, BrokerError> {
         match self {
-            Self::Memory(broker) => Ok(broker.publish(topic, event, data).await?),
+            Self::Memory(broker) => broker.publish(topic, event, data).await,
             Self::Redis(broker) => broker.publish(topic, event, data).await,
         }
     }
@@ -155,13 +158,14 @@ impl Broker {
         }
     }
 
-    /// Ends every subscription and stops background work.
+    /// Stops taking publishes (they fail with
+    /// [`BrokerError::ShuttingDown`]), then lets every stream send
+    /// everything acknowledged so far and end; stops background work.
     pub async fn shutdown(&self) {
         match self {
             Self::Memory(broker) => broker.shutdown().await,
             Self::Redis(broker) => broker.shutdown().await,
         }
-        self.hub().close();
     }
 }
 

@@ -79,6 +79,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// reach the id it resumes from (an id handed out by an instance that is
 /// ahead). The reader is normally milliseconds behind the stream.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for this instance's reader to reach the end of
+/// the stream, so that events acknowledged just before the signal reach
+/// local subscribers; well inside the server's shutdown grace period.
+const SHUTDOWN_CATCH_UP: Duration = Duration::from_secs(1);
 /// First delay before reconnecting after Redis became unreachable.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between reconnection attempts: an outage of any length
@@ -125,6 +129,12 @@ pub struct RedisBroker {
     position: watch::Receiver<EventId>,
     stop: CancellationToken,
     reader: Mutex<Option<JoinHandle<()>>>,
+    /// Held (shared) by every publish for its whole `XADD`; `false` once
+    /// shutdown started. Shutdown takes it exclusively, so no publish is
+    /// acknowledged after the streams' last event is fixed.
+    open: tokio::sync::RwLock<bool>,
+    /// The newest id this instance acknowledged.
+    acknowledged: Mutex<EventId>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -206,6 +216,8 @@ impl RedisBroker {
             position,
             stop,
             reader: Mutex::new(Some(reader)),
+            open: tokio::sync::RwLock::new(true),
+            acknowledged: Mutex::new(start_id),
         })
     }
 
@@ -226,12 +238,24 @@ impl RedisBroker {
     /// # Errors
     /// [`BrokerError::Unavailable`] when Redis did not accept the event
     /// within [`PUBLISH_TIMEOUT`]; the event was then not acknowledged.
+    /// [`BrokerError::ShuttingDown`] once shutdown started.
     pub async fn publish(
         &self,
         topic: &str,
         event: &str,
         data: &str,
     ) -> Result<EventId, BrokerError> {
+        let open = self.open.read().await;
+        if !*open {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let id = self.xadd(topic, event, data).await?;
+        let mut acknowledged = self.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
+        *acknowledged = (*acknowledged).max(id);
+        Ok(id)
+    }
+
+    async fn xadd(&self, topic: &str, event: &str, data: &str) -> Result<EventId, BrokerError> {
         let mut command = redis::cmd("XADD");
         command
             .arg(&self.key)
@@ -409,7 +433,27 @@ impl RedisBroker {
     }
 
     /// Stops the reader task. Idempotent.
+    ///
+    /// First takes no more publishes, and lets the reader reach the end of
+    /// the stream (at most [`SHUTDOWN_CATCH_UP`]), so that streams then
+    /// deliver every event acknowledged before they end.
     pub async fn shutdown(&self) {
+        *self.open.write().await = false;
+        let mut target = *self.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
+        let mut publisher = self.publisher.clone();
+        let catch_up = async {
+            if let Ok(info) = stream_info(&mut publisher, &self.key).await {
+                target = target.max(info.last);
+            }
+            let mut position = self.position.clone();
+            let _ = position.wait_for(|seen| *seen >= target).await;
+        };
+        if tokio::time::timeout(SHUTDOWN_CATCH_UP, catch_up)
+            .await
+            .is_err()
+        {
+            tracing::warn!(%target, "the Redis reader did not reach the end of the stream before shutdown");
+        }
         self.stop.cancel();
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(reader) = reader {
@@ -417,6 +461,7 @@ impl RedisBroker {
                 tracing::warn!(cause = %err, "the Redis reader task failed");
             }
         }
+        self.state.hub.finish();
     }
 }
 

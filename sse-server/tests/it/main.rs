@@ -9,6 +9,7 @@ mod operations;
 mod publish;
 mod replay;
 mod secrets;
+mod shutdown;
 mod slow;
 mod stream;
 mod support;
