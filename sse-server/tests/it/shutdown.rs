@@ -39,10 +39,8 @@ impl RawStream {
     /// `retry:` field, so the subscription exists when this returns.
     async fn open(addr: SocketAddr) -> Self {
         let mut socket = TcpStream::connect(addr).await.expect("connect");
-        socket
-            .write_all(b"GET /sse?topic=t HTTP/1.1\r\nHost: test\r\n\r\n")
-            .await
-            .unwrap();
+        let request = format!("GET /sse?topic=t HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
         let mut stream = Self {
             socket,
             received: Vec::new(),
@@ -53,7 +51,11 @@ impl RawStream {
             assert!(n > 0, "closed before the stream opened");
             stream.received.extend_from_slice(&buf[..n]);
         }
-        assert!(stream.received.starts_with(b"HTTP/1.1 200"));
+        assert!(
+            stream.received.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&stream.received)
+        );
         stream
     }
 
