@@ -6,9 +6,11 @@
 //! - `ci`            formatting, clippy with warnings denied, then `test`
 //! - `watch [ARGS]`  runs `sse-cli watch`
 //! - `bench [ARGS]`  release build, a server, sse-bench against it
+//! - `fuzz [SECONDS]` every fuzz target in `fuzz/` for SECONDS each
 
 mod bench;
 mod deps;
+mod fuzz;
 mod test;
 
 use anyhow::{bail, Result};
@@ -25,6 +27,8 @@ tasks:
   watch [sse-cli args]      run `sse-cli watch` (default http://localhost:3000/sse)
   bench [sse-bench args]    release build, start a server, run sse-bench, stop the server
                             (--compare: the same load on Nchan, Pushpin and ours)
+  fuzz [SECONDS]            run every cargo-fuzz target for SECONDS each (default 60;
+                            installs nightly and cargo-fuzz when missing)
 ";
 
 fn main() -> Result<()> {
@@ -50,6 +54,7 @@ fn main() -> Result<()> {
             test::run(&sh, &rest)?;
         }
         Some("bench") => bench::run(&sh, &rest)?,
+        Some("fuzz") => fuzz::run(&sh, &rest)?,
         Some("help" | "--help" | "-h") | None => print!("{USAGE}"),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
     }

@@ -68,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
         .route("/stats", get(status::stats))
+        .route("/openapi.json", get(status::openapi))
         .method_not_allowed_fallback(method_not_allowed);
     let router = match &state.config.static_dir {
         Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir).fallback(

@@ -42,3 +42,16 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
     Json(state.broker.hub().metrics().stats())
 }
+
+/// The OpenAPI 3.1 description of the HTTP API, kept beside the crate
+/// (`sse-server/openapi.json`) and checked against the real server by a
+/// schemathesis run in `cargo xtask test`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}

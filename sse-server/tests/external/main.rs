@@ -10,6 +10,7 @@ mod auth;
 mod browser;
 mod cli;
 mod durable_disk_full;
+mod interop;
 mod nginx;
 mod redis;
 mod redis_durability;

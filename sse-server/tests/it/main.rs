@@ -1,5 +1,6 @@
 //! Integration tests: the real server on a socket, driven over HTTP.
 
+mod api;
 mod auth;
 mod concurrency;
 mod connections;
