@@ -311,34 +311,56 @@ async fn connect_once<W: Write>(
     failures: &mut u32,
     on_notice: &mut impl FnMut(&Notice),
 ) -> Result<Outcome, WatchError> {
+    let response = match open(client, config, parser.last_event_id(), reconnecting).await? {
+        Ok(response) => response,
+        Err(outcome) => return Ok(outcome),
+    };
+    *failures = 0;
+    if reconnecting {
+        on_notice(&Notice::Reconnected {
+            last_event_id: parser.last_event_id().to_string(),
+        });
+    }
+    print_events(response, config, parser, printer, printed).await
+}
+
+/// Requests the stream and applies the browser's rules (and ours, on a
+/// reconnect) to the answer: `Ok(Ok(response))` is a stream to read,
+/// `Ok(Err(outcome))` a reason to stop or retry, `Err` a fatal answer.
+async fn open(
+    client: &Client,
+    config: &WatchConfig,
+    last_event_id: &str,
+    reconnecting: bool,
+) -> Result<Result<reqwest::Response, Outcome>, WatchError> {
     let request = client.get(config.url.clone()).headers(request_headers(
         &config.headers,
         config.token.as_deref(),
-        parser.last_event_id(),
+        last_event_id,
     ));
-    let mut response = match tokio::time::timeout(config.connect_timeout, request.send()).await {
+    let response = match tokio::time::timeout(config.connect_timeout, request.send()).await {
         Ok(Ok(response)) => response,
-        Ok(Err(err)) => return Ok(Outcome::NoConnection(http::describe(&err))),
+        Ok(Err(err)) => return Ok(Err(Outcome::NoConnection(http::describe(&err)))),
         Err(_) => {
-            return Ok(Outcome::NoConnection(format!(
+            return Ok(Err(Outcome::NoConnection(format!(
                 "no response within {}",
                 humantime::format_duration(config.connect_timeout)
-            )))
+            ))))
         }
     };
     let status = response.status();
     if status == StatusCode::NO_CONTENT {
-        return Ok(Outcome::Stopped(Stopped::NoContent));
+        return Ok(Err(Outcome::Stopped(Stopped::NoContent)));
     }
     if reconnecting && is_retryable(status) {
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| reconnect::parse_retry_after(v, std::time::SystemTime::now()));
-        return Ok(Outcome::Unavailable {
+        return Ok(Err(Outcome::Unavailable {
             status: http::describe_status(response).await,
             retry_after,
-        });
+        }));
     }
     if status != StatusCode::OK {
         return Err(WatchError::Status {
@@ -356,13 +378,18 @@ async fn connect_once<W: Write>(
             ),
         });
     }
-    *failures = 0;
-    if reconnecting {
-        on_notice(&Notice::Reconnected {
-            last_event_id: parser.last_event_id().to_string(),
-        });
-    }
+    Ok(Ok(response))
+}
 
+/// Prints the stream's events until it ends, breaks, or `--count` is
+/// reached.
+async fn print_events<W: Write>(
+    mut response: reqwest::Response,
+    config: &WatchConfig,
+    parser: &mut Parser,
+    printer: &mut Printer<W>,
+    printed: &mut u64,
+) -> Result<Outcome, WatchError> {
     loop {
         let chunk = match next_chunk(&mut response, config.idle_timeout).await {
             Ok(Some(chunk)) => chunk,

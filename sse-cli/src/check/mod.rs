@@ -3,11 +3,11 @@
 //! work for browsers.
 //!
 //! Two phases, each in its own module:
-//! - [`passive`]: one connection, as a browser makes it (with
+//! - `passive`: one connection, as a browser makes it (with
 //!   `Accept-Encoding: gzip, deflate, br`, so a compressing proxy shows
 //!   itself): status, headers, how soon the headers came, then watching the
 //!   stream for `retry:`, a heartbeat and ids;
-//! - [`active`] (with `--publish-url`): publishes its own events and checks
+//! - `active` (with `--publish-url`): publishes its own events and checks
 //!   delivery time, an exact multi-line and unicode round trip, and a
 //!   `Last-Event-ID` resume.
 //!

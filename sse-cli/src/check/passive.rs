@@ -212,57 +212,14 @@ async fn header_checks(
         })
     };
     let event_stream = headers.get(CONTENT_TYPE).is_some_and(http::is_event_stream);
-    report.checks.push(match text(CONTENT_TYPE) {
-        Some(value) if event_stream => Check::new("content-type", Level::Pass, value),
-        Some(value) => Check::new(
-            "content-type",
-            Level::Fail,
-            format!("{value:?}: browsers accept only text/event-stream"),
-        ),
-        None => Check::new(
-            "content-type",
-            Level::Fail,
-            "missing: browsers accept only text/event-stream",
-        ),
-    });
-    report.checks.push(cache_control(text(CACHE_CONTROL)));
     let encoding = text(CONTENT_ENCODING).filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
-    report.checks.push(match &encoding {
-        None => Check::new("content-encoding", Level::Pass, "none"),
-        Some(value) => Check::new(
-            "content-encoding",
-            Level::Fail,
-            format!(
-                "{value}: compression holds events back until its buffer fills; \
-                 exclude text/event-stream from compression (nginx: gzip_types)"
-            ),
-        ),
-    });
-    report.checks.push(match text(CONTENT_LENGTH) {
-        None => Check::new("content-length", Level::Pass, "none: the body is streamed"),
-        Some(value) => Check::new(
-            "content-length",
-            Level::Fail,
-            format!("{value}: a fixed-length body ends the stream after that many bytes"),
-        ),
-    });
-    report.checks.push(if headers_after <= HEADERS_DEADLINE {
-        Check::new(
-            "headers-flushed",
-            Level::Pass,
-            format!("headers after {}", human(headers_after)),
-        )
-    } else {
-        Check::new(
-            "headers-flushed",
-            Level::Fail,
-            format!(
-                "headers took {}: held back (until the first event?), and EventSource \
-                 stays \"connecting\" meanwhile",
-                human(headers_after)
-            ),
-        )
-    });
+    report.checks.extend([
+        content_type(text(CONTENT_TYPE), event_stream),
+        cache_control(text(CACHE_CONTROL)),
+        content_encoding(encoding.as_deref()),
+        content_length(text(CONTENT_LENGTH)),
+        headers_flushed(headers_after),
+    ]);
     if !event_stream {
         skip_rest(report, "not run: not an event stream");
         return None;
@@ -275,6 +232,67 @@ async fn header_checks(
         return None;
     }
     Some(response)
+}
+
+fn content_type(value: Option<String>, event_stream: bool) -> Check {
+    match value {
+        Some(value) if event_stream => Check::new("content-type", Level::Pass, value),
+        Some(value) => Check::new(
+            "content-type",
+            Level::Fail,
+            format!("{value:?}: browsers accept only text/event-stream"),
+        ),
+        None => Check::new(
+            "content-type",
+            Level::Fail,
+            "missing: browsers accept only text/event-stream",
+        ),
+    }
+}
+
+fn content_encoding(encoding: Option<&str>) -> Check {
+    match encoding {
+        None => Check::new("content-encoding", Level::Pass, "none"),
+        Some(value) => Check::new(
+            "content-encoding",
+            Level::Fail,
+            format!(
+                "{value}: compression holds events back until its buffer fills; \
+                 exclude text/event-stream from compression (nginx: gzip_types)"
+            ),
+        ),
+    }
+}
+
+fn content_length(value: Option<String>) -> Check {
+    match value {
+        None => Check::new("content-length", Level::Pass, "none: the body is streamed"),
+        Some(value) => Check::new(
+            "content-length",
+            Level::Fail,
+            format!("{value}: a fixed-length body ends the stream after that many bytes"),
+        ),
+    }
+}
+
+fn headers_flushed(after: std::time::Duration) -> Check {
+    if after <= HEADERS_DEADLINE {
+        Check::new(
+            "headers-flushed",
+            Level::Pass,
+            format!("headers after {}", human(after)),
+        )
+    } else {
+        Check::new(
+            "headers-flushed",
+            Level::Fail,
+            format!(
+                "headers took {}: held back (until the first event?), and EventSource \
+                 stays \"connecting\" meanwhile",
+                human(after)
+            ),
+        )
+    }
 }
 
 fn cache_control(value: Option<String>) -> Check {
