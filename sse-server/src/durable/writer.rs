@@ -162,6 +162,12 @@ impl Writer {
                 return rx.recv().ok();
             };
             let wait = (since + EVERYSEC).saturating_duration_since(Instant::now());
+            // Under a steady stream of events the wait below never times
+            // out: flush on time regardless.
+            if wait.is_zero() {
+                self.flush("everysec");
+                continue;
+            }
             match rx.recv_timeout(wait) {
                 Ok(msg) => return Some(msg),
                 Err(mpsc::RecvTimeoutError::Timeout) => self.flush("everysec"),
