@@ -93,7 +93,12 @@ pub fn app(state: AppState) -> Router {
 /// (curl, sse-cli, servers) are not browsers' cross-site requests.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let host = headers.get(header::HOST);
+    // HTTP/2 carries the host in the URI (`:authority`), not in `Host`.
+    let authority = request
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let host = headers.get(header::HOST).or(authority.as_ref());
     if !state.hosts.allows(host) {
         return AppError::Forbidden(auth::HOST_REFUSED.to_owned()).into_response();
     }
