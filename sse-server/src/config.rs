@@ -368,7 +368,7 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}", .path.display())]
     Read {
         /// The file.
         path: PathBuf,

@@ -7,7 +7,19 @@ use sse_server::{serve, Config};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main(worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match serve_until_stopped().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One line with the causes, never a backtrace: these are the
+            // user's errors (a port in use, an unreadable file), not bugs.
+            tracing::error!("{err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_until_stopped() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

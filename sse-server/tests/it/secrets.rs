@@ -121,6 +121,27 @@ async fn a_malformed_broker_is_refused_without_echoing_it() {
 }
 
 #[tokio::test]
+async fn an_unreadable_secret_file_is_one_clear_line() {
+    let (code, stderr) = run_briefly(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--publish-token-file",
+            "/nonexistent/token",
+        ],
+        &[("RUST_BACKTRACE", "1")],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot read /nonexistent/token: No such file"),
+        "{stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}
+
+#[tokio::test]
 async fn help_lists_the_endpoints_and_the_duration_syntax() {
     let output = Command::new(env!("CARGO_BIN_EXE_sse-server"))
         .arg("--help")
