@@ -70,7 +70,8 @@ pub struct CheckArgs {
     /// The publish request's body, for servers other than ours: `{{data}}`
     /// stands for the data as a JSON string, `{{text}}` for the raw text
     /// (sent as application/json when the result is JSON, else text/plain).
-    /// Default: {"data": {{data}}}.
+    /// Default: our server's {"data": {{data}}}, with "topic" set to the
+    /// URL's first ?topic= if it has one.
     #[arg(long, value_name = "TEMPLATE", requires = "publish_url",
           value_parser = parse_publish_body)]
     pub publish_body: Option<String>,

@@ -142,7 +142,7 @@ impl CheckConfig {
             publish_body: args
                 .publish_body
                 .clone()
-                .unwrap_or_else(|| DEFAULT_PUBLISH_BODY.to_string()),
+                .unwrap_or_else(|| default_publish_body(&args.url)),
             headers: args.headers.clone(),
             timeout: args.timeout,
         }
@@ -154,6 +154,19 @@ impl CheckConfig {
             map.append(header.name.clone(), header.value.clone());
         }
         map
+    }
+}
+
+/// Our server's publish JSON for the stream at `url`: to the URL's first
+/// `?topic=` if it names one (so the events reach the stream checked),
+/// else [`DEFAULT_PUBLISH_BODY`] (topic `default`).
+pub fn default_publish_body(url: &Url) -> String {
+    match url.query_pairs().find(|(name, _)| name == "topic") {
+        Some((_, topic)) => {
+            let topic = serde_json::to_string(&topic).unwrap_or_default();
+            format!(r#"{{"topic": {topic}, "data": {{{{data}}}}}}"#)
+        }
+        None => DEFAULT_PUBLISH_BODY.to_string(),
     }
 }
 
@@ -227,5 +240,23 @@ fn human(duration: Duration) -> String {
         format!("{} ms", duration.as_millis())
     } else {
         format!("{:.2} s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_publish_body_follows_the_streams_topic() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            default_publish_body(&url("http://h/sse")),
+            DEFAULT_PUBLISH_BODY
+        );
+        assert_eq!(
+            default_publish_body(&url("http://h/sse?x=1&topic=a%20%22b&topic=c")),
+            r#"{"topic": "a \"b", "data": {{data}}}"#
+        );
     }
 }

@@ -393,16 +393,21 @@ async fn our_server_passes_every_check() {
     let server = tokio::spawn(sse_server::run(listener, config, async move {
         let _ = stopped.await;
     }));
-    let (url, publish_url) = (
+    let publish_url = format!("http://{addr}/publish");
+    // The default topic, and a named one (check's default publish body
+    // follows the URL's ?topic=).
+    for url in [
         format!("http://{addr}/sse"),
-        format!("http://{addr}/publish"),
-    );
-    let (code, checks) = check(&[&url, "--publish-url", &publish_url, "--timeout", "10s"]).await;
-    for (name, status, reason) in &checks {
-        assert_eq!(status, "pass", "{name}: {reason}");
+        format!("http://{addr}/sse?topic=or%20ders"),
+    ] {
+        let (code, checks) =
+            check(&[&url, "--publish-url", &publish_url, "--timeout", "10s"]).await;
+        for (name, status, reason) in &checks {
+            assert_eq!(status, "pass", "{url} {name}: {reason}");
+        }
+        assert_eq!(checks.len(), ALL.len());
+        assert_eq!(code, 0);
     }
-    assert_eq!(checks.len(), ALL.len());
-    assert_eq!(code, 0);
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
 }
