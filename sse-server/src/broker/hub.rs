@@ -376,6 +376,25 @@ impl Hub {
         self.next_expiry.fetch_min(next, Ordering::AcqRel);
     }
 
+    /// Forgets every event held and starts again after `base`, ending every
+    /// current subscription (clients resume and are told of the gap): for
+    /// a Redis stream that went backwards, whose new ids may sort below the
+    /// ones held.
+    pub fn reset(&self, base: EventId) {
+        let mut ring = self.ring();
+        // Under the ring lock, so a subscription sees either the old ring
+        // and the old generation, or the new ones.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        ring.first_pos = ring.head();
+        ring.events.clear();
+        ring.bytes = 0;
+        ring.last_id = base;
+        self.metrics.history_bytes.set(0);
+        self.metrics.history_events.set(0);
+        drop(ring);
+        self.wake_all();
+    }
+
     /// Takes no more events, and ends every subscription once it has sent
     /// everything the hub holds for it (server shutdown: every event
     /// acknowledged so far still reaches every subscriber).
@@ -431,6 +450,7 @@ impl Hub {
     ) -> (Subscription, Opened) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let ring = self.ring();
+        let generation = self.generation.load(Ordering::Acquire);
         let head = ring.head();
         let retained = ring.retained();
         let plan = decide(retained);
@@ -474,7 +494,7 @@ impl Hub {
             prefix: VecDeque::new(),
             heartbeat_seen: self.heartbeat.load(Ordering::Acquire),
             sent_since_heartbeat: false,
-            generation: self.generation.load(Ordering::Acquire),
+            generation,
         };
         let opened = Opened {
             plan,
@@ -626,6 +646,10 @@ impl Stream for Subscription {
         // batch that comes back empty after it means everything was sent.
         let finishing = this.hub.finishing.load(Ordering::Acquire);
         match this.take_batch() {
+            // Reset meanwhile: ended, not too slow.
+            None if this.hub.generation.load(Ordering::Acquire) != this.generation => {
+                Poll::Ready(None)
+            }
             None => {
                 this.hub.end_slow(&this.shared);
                 Poll::Ready(None)
@@ -916,5 +940,26 @@ mod tests {
         let batch = sub.next().await.unwrap();
         assert_eq!(&batch[..], b"id: 1-1\ndata: a\n\nid: 1-3\ndata: a\n\n");
         assert!(sub.next().await.is_none(), "ends once everything was sent");
+    }
+
+    #[tokio::test]
+    async fn a_reset_ends_subscriptions_and_starts_again_after_the_base() {
+        let hub = hub(10, 10);
+        push(&hub, 9, "a");
+        let (mut before, _) = hub.subscribe(topics(&["a"]), Start::Live, CancellationToken::new());
+        hub.reset(EventId::new(1, 0));
+        assert!(before.next().await.is_none());
+        assert_eq!(hub.metrics().dropped_slow.get(), 0, "ended, not dropped");
+        // Lower ids than before the reset are taken again.
+        push(&hub, 1, "a");
+        let (plan, _, first) = open(&hub, Start::After("1-0")).await;
+        assert_eq!(plan, Plan::After(EventId::new(1, 0)));
+        assert!(first.unwrap().starts_with(b"id: 1-1\n"));
+        assert_eq!(
+            open(&hub, Start::After("1-9")).await.0,
+            Plan::TooOld {
+                resume: EventId::new(1, 0)
+            }
+        );
     }
 }

@@ -529,7 +529,11 @@ impl Reader {
         position: &mut EventId,
         backoff: &mut Duration,
     ) {
-        self.check_for_gap(*position).await;
+        if !self.check_for_gap(connection, position).await {
+            // Reading on without knowing could wait forever behind a stream
+            // that went backwards: reconnect and check again.
+            return;
+        }
         loop {
             if !self.state.up.load(Ordering::Acquire) {
                 // The reader's connection works; publishes need the other one.
@@ -591,20 +595,42 @@ impl Reader {
     /// trimmed while this reader was away, the hub missed them, and its
     /// subscribers would get a silent hole. End their streams instead:
     /// they resume with `Last-Event-ID` and the subscribe path tells them.
-    async fn check_for_gap(&self, position: EventId) {
-        let mut publisher = self.publisher.clone();
-        let info =
-            tokio::time::timeout(QUERY_TIMEOUT, stream_info(&mut publisher, &self.key)).await;
-        if let Ok(Ok(info)) = info {
-            if position < info.floor {
-                tracing::warn!(
-                    %position,
-                    floor = %info.floor,
-                    "entries were trimmed while this instance was disconnected; ending streams so clients resume"
-                );
-                self.state.hub.end_all();
-            }
+    ///
+    /// Returns `false` when the stream's state could not be read.
+    async fn check_for_gap(
+        &self,
+        connection: &mut MultiplexedConnection,
+        position: &mut EventId,
+    ) -> bool {
+        // On the reader's own connection, just made: the publisher's may
+        // still be reconnecting.
+        let info = tokio::time::timeout(QUERY_TIMEOUT, stream_info(connection, &self.key)).await;
+        let Ok(Ok(info)) = info else {
+            return false;
+        };
+        if info.last < *position {
+            // Redis came back without the entries this instance read (a
+            // restart without persistence, or the key deleted): new ids
+            // may sort below `position`, so reading on from there would
+            // wait for ids that never come, and the ring would refuse
+            // new entries as out of order.
+            tracing::warn!(
+                %position,
+                stream_last = %info.last,
+                "the Redis stream is behind what this instance read (Redis restarted empty?); resetting history and ending streams so clients resume"
+            );
+            *position = info.last;
+            self.position.send_replace(info.last);
+            self.state.hub.reset(info.last);
+        } else if *position < info.floor {
+            tracing::warn!(
+                %position,
+                floor = %info.floor,
+                "entries were trimmed while this instance was disconnected; ending streams so clients resume"
+            );
+            self.state.hub.end_all();
         }
+        true
     }
 
     /// Whether the publish connection works (a command that fails while
@@ -636,7 +662,7 @@ fn is_outage(err: &RedisError) -> bool {
 /// What the stream retains, from `XINFO STREAM`; a stream that does not
 /// exist yet is empty.
 async fn stream_info(
-    connection: &mut ConnectionManager,
+    connection: &mut (impl redis::aio::ConnectionLike + Send),
     key: &str,
 ) -> Result<Retained, RedisError> {
     let exists: i64 = redis::cmd("EXISTS")

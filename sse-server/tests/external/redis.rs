@@ -361,6 +361,52 @@ async fn a_replay_across_entries_written_by_others_is_served_from_the_stream() {
     expect_nothing_more(std::slice::from_mut(&mut reader), &a, "t").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_behind_our_position_resets_and_clients_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path(), &[]).await;
+    let server = instances(1, &redis.url(), &[]).await.remove(0);
+    let mut reader = watch(&server, "t", None).await;
+    // An entry whose id is far ahead of Redis's clock: once Redis forgets
+    // it, every new id sorts below what this instance has read.
+    const AHEAD: &str = "99999999999999-0";
+    let _: String = redis
+        .query(
+            ::redis::cmd("XADD")
+                .arg("sse:events")
+                .arg(AHEAD)
+                .arg(&["topic", "t", "event", "message", "data", "ahead"][..]),
+        )
+        .await;
+    assert_eq!(reader.expect(WAIT).await.id, AHEAD);
+    // Redis comes back empty.
+    redis.stop().await;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|name| name != "redis.log") {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+    redis.restart().await;
+    // The open stream ends (cleanly) so its client resumes.
+    let ended = tokio::time::timeout(WAIT, reader.next()).await;
+    assert!(matches!(ended, Ok(None)), "the stream ended: {ended:?}");
+    wait_for_health(&server, 200).await;
+    let mut resumed = watch(&server, "t", Some(AHEAD)).await;
+    let after = publish(&server.url(""), "t", "message", "after").await;
+    let notice = resumed.expect(WAIT).await;
+    assert_eq!(notice.event, "too-old");
+    let next = resumed.expect(WAIT).await;
+    assert_eq!(
+        (next.id.as_str(), next.data.as_str()),
+        (after.as_str(), "after")
+    );
+}
+
 /// Every entry of the server's stream, as (id, data).
 async fn stream_entries(redis: &RedisServer) -> Vec<(String, String)> {
     redis
