@@ -160,7 +160,7 @@ pub async fn subscribe(
         })?),
         None => None,
     };
-    let start = Start::from_request(last_event_id.as_deref(), None);
+    let start = Start::from_request(last_event_id.as_deref(), last_param(query)?);
     let mut subscription = state.broker.subscribe(topics, start, connection).await;
     if let Some(at) = grant.ends_at {
         subscription.end_at(at);
@@ -199,6 +199,20 @@ fn parse_query(query: &str) -> Result<(Vec<Arc<str>>, Option<String>), AppError>
         topics.push(Arc::from(DEFAULT_TOPIC));
     }
     Ok((topics, last_id))
+}
+
+/// `?last=N`: replay the newest N retained events of the topics first.
+fn last_param(query: &str) -> Result<Option<usize>, AppError> {
+    let mut last = None;
+    for (key, value) in wire::parse_query(query)? {
+        if key == "last" {
+            let n = value.parse::<usize>().map_err(|_| {
+                AppError::BadRequest(format!("last must be a whole number, not {value:?}"))
+            })?;
+            last = Some(n);
+        }
+    }
+    Ok(last)
 }
 
 #[cfg(test)]

@@ -318,6 +318,9 @@ impl RedisBroker {
         let (subscription, opened) =
             self.hub()
                 .subscribe(topics.clone(), start, connection.clone());
+        if let Plan::Newest(n @ 1..) = opened.plan {
+            return self.newest(subscription, topics, n, connection).await;
+        }
         let (Plan::TooOld { .. }, Start::After(requested)) = (opened.plan, start) else {
             return subscription;
         };
@@ -360,6 +363,21 @@ impl RedisBroker {
             Plan::TooOld { resume } => (resume, true),
             Plan::Live | Plan::Newest(_) => (info.last, false),
         };
+        self.replay_after(topics, after, told.then_some(requested), connection)
+            .await
+    }
+
+    /// A subscription from right after `after`: what lies between `after`
+    /// and the ring is read from the stream, the rest comes from the ring.
+    /// With `too_old` (the id the client asked for), the too-old notice
+    /// goes first.
+    async fn replay_after(
+        &self,
+        topics: Vec<Arc<str>>,
+        after: EventId,
+        too_old: Option<&str>,
+        connection: CancellationToken,
+    ) -> Result<Subscription, String> {
         // Everything up to `after` must have reached the ring first, or the
         // reader would deliver entries the client already has.
         let mut position = self.position.clone();
@@ -383,7 +401,7 @@ impl RedisBroker {
         } else {
             Vec::new()
         };
-        if told {
+        if let Some(requested) = too_old {
             let oldest = replay.first().map(|e| e.id).or(opened.first_replayed);
             subscription.prepend(too_old_notice(after, requested, oldest));
         }
@@ -391,6 +409,82 @@ impl RedisBroker {
             subscription.prepend(chunk);
         }
         Ok(subscription)
+    }
+
+    /// `?last=N` with the Redis broker: the ring holds only what this
+    /// instance has read since it started, so the newest `n` events of the
+    /// topics are looked up in the stream, and replayed from there. Falls
+    /// back to what the ring holds (`ring`) when Redis cannot be asked.
+    async fn newest(
+        &self,
+        ring: Subscription,
+        topics: Vec<Arc<str>>,
+        n: usize,
+        connection: CancellationToken,
+    ) -> Subscription {
+        let found = tokio::time::timeout(QUERY_TIMEOUT, self.nth_newest(n, &topics)).await;
+        let after = match found {
+            Ok(Ok(Some(id))) => predecessor(id),
+            // Fewer than `n`: everything retained.
+            Ok(Ok(None)) => EventId::new(0, 0),
+            Ok(Err(err)) => {
+                tracing::warn!(cause = %err, "cannot look up ?last in Redis; replaying from local history");
+                return ring;
+            }
+            Err(_) => {
+                tracing::warn!("looking up ?last in Redis timed out; replaying from local history");
+                return ring;
+            }
+        };
+        drop(ring);
+        match self
+            .replay_after(topics.clone(), after, None, connection.clone())
+            .await
+        {
+            Ok(subscription) => subscription,
+            Err(cause) => {
+                tracing::warn!(%cause, "cannot read ?last from Redis; replaying from local history");
+                self.hub().subscribe(topics, Start::Newest(n), connection).0
+            }
+        }
+    }
+
+    /// The id of the `n`th newest entry on `topics` (`None` when the stream
+    /// holds fewer), read backwards page by page.
+    async fn nth_newest(
+        &self,
+        n: usize,
+        topics: &[Arc<str>],
+    ) -> Result<Option<EventId>, RedisError> {
+        let mut publisher = self.publisher.clone();
+        let mut before: Option<EventId> = None;
+        let mut found = 0;
+        loop {
+            let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+            let page: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(&self.key)
+                .arg(end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(REPLAY_PAGE)
+                .query_async(&mut publisher)
+                .await?;
+            for entry in &page.ids {
+                let Ok(id) = entry.id.parse::<EventId>() else {
+                    continue;
+                };
+                before = Some(id);
+                if stored(entry).is_some_and(|event| topics.contains(&event.topic)) {
+                    found += 1;
+                    if found == n {
+                        return Ok(Some(id));
+                    }
+                }
+            }
+            if page.ids.len() < REPLAY_PAGE {
+                return Ok(None);
+            }
+        }
     }
 
     /// Events on `topics` after `after` up to `through` (included), oldest

@@ -407,6 +407,23 @@ async fn redis_restarted_empty_behind_our_position_resets_and_clients_are_told()
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_n_comes_from_the_stream_on_an_instance_that_started_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), &[]).await;
+    let a = instances(1, &redis.url(), &[]).await.remove(0);
+    for i in 1..=5 {
+        publish(&a.url(""), "t", "message", &format!("e{i}")).await;
+        publish(&a.url(""), "other", "message", "noise").await;
+    }
+    // B's ring is empty: the newest 3 of `t` come from the stream.
+    let b = instances(1, &redis.url(), &[]).await.remove(0);
+    let mut reader = EventReader::open(&b.url("/sse?topic=t&last=3"), None).await;
+    let got = take(&mut reader, 3).await;
+    assert_eq!(datas(&got), ["e3", "e4", "e5"]);
+    expect_nothing_more(std::slice::from_mut(&mut reader), &a, "t").await;
+}
+
 /// Every entry of the server's stream, as (id, data).
 async fn stream_entries(redis: &RedisServer) -> Vec<(String, String)> {
     redis

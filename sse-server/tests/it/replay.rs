@@ -170,3 +170,30 @@ async fn history_is_bounded_by_encoded_bytes_as_well_as_events() {
     assert!(metric(&base, "sse_history_bytes").await > 12_000);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn last_n_replays_the_newest_events_of_the_topics_then_live() {
+    let server = TestServer::start(&[]).await;
+    let base = server.url("");
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let topic = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(publish(&base, topic, "message", &format!("e{i}")).await);
+    }
+    let mut reader = EventReader::open(&server.url("/sse?topic=even&last=2"), None).await;
+    assert_eq!(reader.expect(WAIT).await.data, "e2");
+    assert_eq!(reader.expect(WAIT).await.data, "e4");
+    publish(&base, "even", "message", "live").await;
+    assert_eq!(reader.expect(WAIT).await.data, "live");
+    // More than retained: everything of the topic, no notice.
+    let mut all = EventReader::open(&server.url("/sse?topic=odd&last=100"), None).await;
+    for expected in ["e1", "e3", "e5"] {
+        assert_eq!(all.expect(WAIT).await.data, expected);
+    }
+    // Last-Event-ID wins.
+    let mut resumed = EventReader::open(&server.url("/sse?topic=odd&last=3"), Some(&ids[3])).await;
+    assert_eq!(resumed.expect(WAIT).await.data, "e5");
+    let refused = reqwest::get(server.url("/sse?last=many")).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    server.stop().await;
+}
