@@ -30,7 +30,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 struct PublishJson {
     topic: Option<String>,
     event: Option<String>,
-    data: Option<String>,
+    /// Any JSON value: a string is the data itself, anything else is
+    /// published as its compact JSON text (`null` counts as missing).
+    data: Option<serde_json::Value>,
     message: Option<String>,
 }
 
@@ -96,7 +98,8 @@ pub fn decode(
                         "give either \"data\" or \"message\", not both".to_owned(),
                     ))
                 }
-                (Some(data), None) | (None, Some(data)) => data,
+                (Some(serde_json::Value::String(data)), None) | (None, Some(data)) => data,
+                (Some(value), None) => value.to_string(),
                 (None, None) => {
                     return Err(AppError::BadRequest(
                         "missing \"data\" (or \"message\", its short form)".to_owned(),

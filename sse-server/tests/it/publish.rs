@@ -135,7 +135,7 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
         (json, "{not json".into(), 400, "invalid JSON"),
         (json, "[1, 2]".into(), 400, "invalid JSON"),
         (json, r#"{"topic": "a"}"#.into(), 400, "missing"),
-        (json, r#"{"data": 5}"#.into(), 400, "invalid JSON"),
+        (json, r#"{"data": null}"#.into(), 400, "missing"),
         (
             json,
             r#"{"data": "x", "message": "y"}"#.into(),
@@ -349,5 +349,36 @@ async fn unknown_routes_and_methods_are_refused() {
     assert_eq!(response.status(), 405);
     let response = client.delete(server.url("/sse")).send().await.unwrap();
     assert_eq!(response.status(), 405);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn data_may_be_any_json_value_published_as_compact_json() {
+    let server = TestServer::start(&[]).await;
+    let mut reader = EventReader::open(&server.url("/sse"), None).await;
+    let client = reqwest::Client::new();
+    for (body, expected) in [
+        (
+            r#"{"data": {"a": [1, 2.5, true], "b": null}}"#,
+            r#"{"a":[1,2.5,true],"b":null}"#,
+        ),
+        (r#"{"data": [ "x" , 1 ]}"#, r#"["x",1]"#),
+        (r#"{"data": 5}"#, "5"),
+        (r#"{"data": false}"#, "false"),
+        (
+            r#"{"data": "a string stays itself"}"#,
+            "a string stays itself",
+        ),
+    ] {
+        let response = client
+            .post(server.url("/publish"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{body}");
+        assert_eq!(reader.expect(WAIT).await.data, expected, "{body}");
+    }
     server.stop().await;
 }
