@@ -71,6 +71,7 @@ impl AppError {
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Broker(BrokerError::Uncertain(_)) => StatusCode::GATEWAY_TIMEOUT,
             Self::Full { .. } | Self::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -41,6 +41,11 @@ pub enum BrokerError {
     /// The configuration asks for something this broker does not do.
     #[error("{0}")]
     Config(String),
+    /// The broker did not answer in time after the event was sent: it may
+    /// or may not have been stored (a retry may store it twice, unless it
+    /// carries an idempotency key).
+    #[error("{0}")]
+    Uncertain(String),
     /// The server is shutting down and takes no more events.
     #[error("the server is shutting down; publish to another instance or retry later")]
     ShuttingDown,

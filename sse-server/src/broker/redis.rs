@@ -236,9 +236,11 @@ impl RedisBroker {
     /// instance's reader.
     ///
     /// # Errors
-    /// [`BrokerError::Unavailable`] when Redis did not accept the event
-    /// within [`PUBLISH_TIMEOUT`]; the event was then not acknowledged.
-    /// [`BrokerError::ShuttingDown`] once shutdown started.
+    /// [`BrokerError::Unavailable`] when Redis refused the event or could
+    /// not be reached; the event was then not stored.
+    /// [`BrokerError::Uncertain`] when Redis did not answer in time: the
+    /// event may still be stored. [`BrokerError::ShuttingDown`] once
+    /// shutdown started.
     pub async fn publish(
         &self,
         topic: &str,
@@ -291,8 +293,9 @@ impl RedisBroker {
             }
             Err(_) => {
                 self.state.set_up(false, Some(&"publish timed out"));
-                Err(BrokerError::Unavailable(format!(
-                    "Redis did not answer within {PUBLISH_TIMEOUT:?}"
+                // The command was sent: Redis may yet store it.
+                Err(BrokerError::Uncertain(format!(
+                    "Redis did not answer within {PUBLISH_TIMEOUT:?}; the event may or may not have been stored"
                 )))
             }
         }

@@ -424,6 +424,46 @@ async fn last_n_comes_from_the_stream_on_an_instance_that_started_later() {
     expect_nothing_more(std::slice::from_mut(&mut reader), &a, "t").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_redis_may_still_store_answers_504() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), &[]).await;
+    let server = instances(1, &redis.url(), &[]).await.remove(0);
+    // Redis holds writes for 4 s, longer than a publish waits (2 s), and
+    // then runs the XADD it was sent.
+    let _: String = redis
+        .query(::redis::cmd("CLIENT").arg("PAUSE").arg(4_000).arg("WRITE"))
+        .await;
+    let response = reqwest::Client::new()
+        .post(server.url("/publish?topic=t"))
+        .header("content-type", "text/plain")
+        .body("maybe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("may or may not"),
+        "{body}"
+    );
+    // It was stored after all: that is why the answer was not 503.
+    let stored = tokio::time::timeout(WAIT, async {
+        loop {
+            if stream_entries(&redis)
+                .await
+                .iter()
+                .any(|(_, data)| data == "maybe")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(stored.is_ok(), "the timed-out publish was stored");
+}
+
 /// Every entry of the server's stream, as (id, data).
 async fn stream_entries(redis: &RedisServer) -> Vec<(String, String)> {
     redis
