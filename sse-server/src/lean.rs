@@ -225,6 +225,9 @@ where
         return Ok(Next::KeepAlive);
     }
     let head = response_head(&parts, None);
+    // Nothing of the request or the response head outlives this write:
+    // only the body stays for the stream's life.
+    drop(parts);
     io.write_all(&head).await?;
     drop(head);
     Streaming {
