@@ -6,7 +6,7 @@ use xshell::{cmd, Shell};
 
 /// The fuzz targets (`fuzz/fuzz_targets/NAME.rs`). Adding one is adding its
 /// name here (and a `[[bin]]` in `fuzz/Cargo.toml`).
-pub const TARGETS: &[&str] = &["publish_body", "query", "last_event_id"];
+pub const TARGETS: &[&str] = &["publish_body", "query", "last_event_id", "http_head"];
 
 /// Seconds per target when none are given.
 const DEFAULT_SECONDS: u64 = 60;
