@@ -39,3 +39,82 @@ async fn every<F: Future<Output = ()>>(interval: Duration, mut action: impl FnMu
         action().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! On tokio's paused clock: time moves only when every task waits, and
+    //! then straight to the next timer, so these tests see exact instants
+    //! and take no wall-clock time.
+
+    use std::time::Duration;
+
+    use axum::{body::Body, http::Request};
+    use futures::StreamExt;
+    use tokio::time::Instant;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{config::Config, metrics::Metrics, routes};
+
+    /// A stream from the real routes, with `background` running beside it;
+    /// returns each frame with the paused clock's time since the start.
+    async fn frames(
+        background: impl FnOnce(Arc<Broker>) -> tokio::task::JoinHandle<()>,
+        count: usize,
+    ) -> Vec<(Duration, String)> {
+        let config = Config::default();
+        let broker = Arc::new(
+            Broker::start(&config, Arc::new(Metrics::new()))
+                .await
+                .expect("memory broker"),
+        );
+        let task = background(Arc::clone(&broker));
+        let start = Instant::now();
+        let response = routes::app(routes::AppState::new(Arc::clone(&broker), config))
+            .oneshot(Request::get("/sse").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let mut body = response.into_body().into_data_stream();
+        let mut frames = Vec::new();
+        while frames.len() < count {
+            let frame = body.next().await.expect("open").expect("frame");
+            frames.push((
+                start.elapsed(),
+                String::from_utf8(frame.to_vec()).expect("utf-8"),
+            ));
+        }
+        task.abort();
+        frames
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_publishes_a_tick_at_every_interval_and_not_before() {
+        let frames = frames(
+            |broker| tokio::spawn(run(broker, Duration::from_secs(2))),
+            4,
+        )
+        .await;
+        assert_eq!(frames[0], (Duration::ZERO, "retry: 3000\n\n".to_owned()));
+        for (n, (at, frame)) in frames[1..].iter().enumerate() {
+            assert_eq!(*at, Duration::from_secs(2 * (n as u64 + 1)), "{frame}");
+            assert!(frame.contains("event: tick\n"), "{frame}");
+            assert!(frame.contains("data: the time is "), "{frame}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_gets_a_heartbeat_every_interval() {
+        let frames = frames(
+            |broker| tokio::spawn(heartbeat(broker, Duration::from_secs(15))),
+            3,
+        )
+        .await;
+        assert_eq!(
+            frames[1..],
+            [
+                (Duration::from_secs(15), ": keep-alive\n\n".to_owned()),
+                (Duration::from_secs(30), ": keep-alive\n\n".to_owned()),
+            ]
+        );
+    }
+}

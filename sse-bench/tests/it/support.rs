@@ -324,45 +324,31 @@ fn publish(body: &[u8], state: &Arc<Mutex<State>>, b: &Arc<Behaviour>) {
     }
 }
 
-/// The real `sse-server`, in this process, on a free loopback port, with
-/// the clock off and `extra` flags.
+/// The real `sse-server` in this process on 127.0.0.1:0 (through the
+/// library's [`sse_server::spawn`]), with the clock off and the
+/// developer's `SSE_*` environment ignored.
 pub struct RealServer {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    running: sse_server::Running,
 }
 
 impl RealServer {
     pub async fn start(extra: &[&str]) -> Self {
-        let listener = sse_server::serve::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config =
-            sse_server::Config::try_from_args(["sse-server", "--tick", "0"].iter().chain(extra))
-                .expect("config");
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            sse_server::run(listener, config, async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server run");
-        });
+        let flags = ["--addr", "127.0.0.1:0", "--tick", "0"].iter().chain(extra);
+        let config = sse_server::Config::from_args(flags).expect("config");
+        let running = sse_server::spawn(config).await.expect("server starts");
         Self {
-            addr,
-            stop: Some(stop),
-            task,
+            addr: running.addr(),
+            running,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.running.url("")
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.task).await;
+    pub async fn stop(self) {
+        self.running.shutdown().await.expect("server run");
     }
 }
 
@@ -387,9 +373,16 @@ pub struct Run {
 }
 
 /// Runs the bench binary with `args` plus `--json --quiet`, with a hard
-/// time limit so a hang fails the test instead of stalling CI.
+/// time limit so a hang fails the test instead of stalling CI. The
+/// developer's `SSE_*` variables are not passed on.
 pub async fn bench(args: &[&str]) -> Run {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-bench"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-bench"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SSE_") {
+            command.env_remove(name);
+        }
+    }
+    let child = command
         .args(args)
         .args(["--json", "--quiet"])
         .stdout(Stdio::piped())

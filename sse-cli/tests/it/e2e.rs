@@ -2,70 +2,18 @@
 //! watch and publish together, `--json` with real ids, and a reconnect
 //! across a server restart on the same port with nothing lost or doubled.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{process::Stdio, time::Duration};
 
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
-    net::TcpListener,
     process::{Child, ChildStdout},
-    sync::oneshot,
-    task::JoinHandle,
 };
 
-use crate::support::run_cli;
+use crate::support::{real_server, run_cli};
 
 /// Guard against a hung test; nothing asserts on elapsed time.
 const GUARD: Duration = Duration::from_secs(60);
-
-/// The real server, stopped through its shutdown future.
-struct Server {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::start_on(listener)
-    }
-
-    /// Binds `addr` again after an earlier server there has stopped.
-    async fn restart_on(addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).await.expect("rebind the same port");
-        Self::start_on(listener)
-    }
-
-    fn start_on(listener: TcpListener) -> Self {
-        let addr = listener.local_addr().expect("addr");
-        // No clock: the tests publish every event they expect.
-        let config = sse_server::Config::try_from_args(["sse-server", "--tick", "0"])
-            .expect("server config");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            sse_server::run(listener, config, shutdown)
-                .await
-                .expect("server runs");
-        });
-        Self { addr, stop, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(GUARD, self.task)
-            .await
-            .expect("server stops")
-            .expect("server task");
-    }
-}
 
 /// `sse-cli publish` one event; returns its id.
 async fn publish(server: &str, topic: &str, event: Option<&str>, data: &str) -> String {
@@ -89,7 +37,7 @@ struct Watcher {
 
 impl Watcher {
     fn spawn(args: &[&str]) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-cli"))
+        let mut child = crate::support::hermetic(env!("CARGO_BIN_EXE_sse-cli"))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -133,8 +81,8 @@ fn event(json: &Value) -> (&str, &str, &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_what_publish_sends_with_exact_json_and_count() {
-    let server = Server::start().await;
-    let base = server.url();
+    let server = real_server("127.0.0.1:0").await;
+    let base = server.url("");
     // Resuming from an event published before the watch starts makes the
     // test independent of when the subscription lands: later events are
     // either replayed or delivered live, never missed.
@@ -173,13 +121,13 @@ async fn watch_prints_what_publish_sends_with_exact_json_and_count() {
             ("message", "three", three.as_str()),
         ]
     );
-    server.stop().await;
+    server.shutdown().await.expect("server stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_from_the_real_server_are_byte_exact() {
-    let server = Server::start().await;
-    let base = server.url();
+    let server = real_server("127.0.0.1:0").await;
+    let base = server.url("");
     let start = publish(&base, "exact", None, "before").await;
     let published = publish(&base, "exact", Some("note"), "a\r\nb\rc").await;
     let run = run_cli(&[
@@ -199,13 +147,13 @@ async fn json_lines_from_the_real_server_are_byte_exact() {
         run.stdout,
         format!("{{\"event\": \"note\", \"data\": \"a\\nb\\nc\", \"id\": \"{published}\"}}\n")
     );
-    server.stop().await;
+    server.shutdown().await.expect("server stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_lines_are_published_in_order_and_watched() {
-    let server = Server::start().await;
-    let base = server.url();
+    let server = real_server("127.0.0.1:0").await;
+    let base = server.url("");
     let start = publish(&base, "logs", None, "before").await;
     let run = crate::support::run_cli_with(
         &["publish", "--url", &base, "--topic", "logs", "-"],
@@ -243,14 +191,14 @@ async fn stdin_lines_are_published_in_order_and_watched() {
             ("message", "GET /c 500", ids[2]),
         ]
     );
-    server.stop().await;
+    server.shutdown().await.expect("server stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_across_a_server_restart_loses_and_duplicates_nothing() {
-    let first = Server::start().await;
-    let addr = first.addr;
-    let base = first.url();
+    let first = real_server("127.0.0.1:0").await;
+    let addr = first.addr();
+    let base = first.url("");
     let start = publish(&base, "restart", None, "before").await;
     let mut watcher = Watcher::spawn(&[
         "watch",
@@ -270,9 +218,9 @@ async fn reconnect_across_a_server_restart_loses_and_duplicates_nothing() {
     let mut seen = vec![watcher.next_json().await, watcher.next_json().await];
 
     // The server goes away: the stream ends, reconnects are refused...
-    first.stop().await;
+    first.shutdown().await.expect("server stops");
     // ...and comes back on the same port, without the old run's history.
-    let second = Server::restart_on(addr).await;
+    let second = real_server(&addr.to_string()).await;
     let three = publish(&base, "restart", None, "three").await;
     let four = publish(&base, "restart", None, "four").await;
     for _ in 0..3 {
@@ -293,5 +241,5 @@ async fn reconnect_across_a_server_restart_loses_and_duplicates_nothing() {
     assert_eq!(notice["lastEventId"], Value::String(two.clone()));
     assert_eq!(got[3], ("message", "three", three.as_str()));
     assert_eq!(got[4], ("message", "four", four.as_str()));
-    second.stop().await;
+    second.shutdown().await.expect("server stops");
 }

@@ -287,10 +287,30 @@ impl Run {
     }
 }
 
+/// The real `sse-server`, in this process on `addr` (port 0 for any), with
+/// the clock off and the developer's `SSE_*` environment ignored.
+pub async fn real_server(addr: &str) -> sse_server::Running {
+    let config = sse_server::Config::from_args(["--addr", addr, "--tick", "0"])
+        .expect("server config");
+    sse_server::spawn(config).await.expect("server starts")
+}
+
+/// `program` with every `SSE_*` variable of this process removed, so a
+/// developer's environment does not change what a test sees.
+pub fn hermetic(program: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SSE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Runs the built `sse-cli` with these arguments, stdin from `stdin`,
 /// environment variables set (or, with `None`, removed).
 pub async fn run_cli_with(args: &[&str], stdin: &[u8], env: &[(&str, Option<&str>)]) -> Run {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-cli"));
+    let mut command = hermetic(env!("CARGO_BIN_EXE_sse-cli"));
     command
         .args(args)
         .stdin(Stdio::piped())

@@ -24,7 +24,7 @@ async fn run_on_terminal(args: &[&str], no_color: Option<&str>) -> String {
         .map(|a| format!("'{a}'"))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut script = tokio::process::Command::new("script");
+    let mut script = crate::support::hermetic("script");
     script
         .args(["-qec", &command, "/dev/null"])
         .stdin(Stdio::null())

@@ -418,7 +418,7 @@ async fn keeps_retrying_while_a_reconnect_is_refused() {
     // port only once the client has reported a refused reconnect.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-cli"))
+    let mut child = crate::support::hermetic(env!("CARGO_BIN_EXE_sse-cli"))
         .args([
             "watch",
             "--count",

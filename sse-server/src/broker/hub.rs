@@ -661,9 +661,11 @@ impl Stream for Subscription {
                 if beat != this.heartbeat_seen {
                     this.heartbeat_seen = beat;
                     if !std::mem::take(&mut this.sent_since_heartbeat) {
-                        return Poll::Ready(Some(
-                            this.sent(Bytes::from_static(crate::wire::HEARTBEAT), 0),
-                        ));
+                        let beat = this.sent(Bytes::from_static(crate::wire::HEARTBEAT), 0);
+                        // A heartbeat is not traffic: an otherwise idle
+                        // stream gets one every interval, not every other.
+                        this.sent_since_heartbeat = false;
+                        return Poll::Ready(Some(beat));
                     }
                 }
                 Poll::Pending

@@ -10,7 +10,7 @@ use std::{
 
 use futures::future::join_all;
 use sse_cli::parse::Event;
-use sse_server::wire::EventId;
+use sse_server::EventId;
 use tokio::process::{Child, Command};
 
 use crate::support::{publish, BinaryServer, EventReader};
@@ -724,7 +724,7 @@ async fn the_password_in_the_url_is_never_logged() {
     let wrong = format!("redis://:{PASSWORD}-wrong@127.0.0.1:{}", redis.port);
     let output = tokio::time::timeout(
         WAIT,
-        Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        crate::support::server_command()
             .args(["--addr", "127.0.0.1:0", "--tick", "0", "--broker", &wrong])
             .env("RUST_LOG", "debug")
             .kill_on_drop(true)

@@ -66,12 +66,21 @@ async fn every_subscriber_gets_every_event_once_in_broker_order() {
         assert_eq!(got.len(), EVENTS);
         let unique: HashSet<_> = got.iter().cloned().collect();
         assert_eq!(unique, acked_set, "every acknowledged event exactly once");
-        let ids: Vec<sse_server::wire::EventId> =
+        let ids: Vec<sse_server::EventId> =
             got.iter().map(|(id, _)| id.parse().unwrap()).collect();
         assert!(
             ids.windows(2).all(|w| w[0] < w[1]),
             "in the order the broker assigned"
         );
+        // Each publisher waited for its 202 before the next publish, so its
+        // events arrive in the order it sent them: 0, 1, 2, ...
+        let mut next = [0usize; PUBLISHERS];
+        for (_, data) in &got {
+            let (p, i) = data.split_once(':').expect("p:i");
+            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[p], "publisher {p}'s events out of order");
+            next[p] += 1;
+        }
     }
     server.stop().await;
 }

@@ -103,7 +103,7 @@ async fn sigint_stops_the_binary_gracefully() {
 
 #[tokio::test]
 async fn flags_come_from_the_environment_too() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let output = crate::support::server_command()
         .arg("--help")
         .output()
         .await
@@ -135,7 +135,7 @@ async fn flags_come_from_the_environment_too() {
     assert_eq!(&reader.raw_chunk().await.unwrap()[..], b"retry: 1234\n");
     server.terminate().await;
     // A bad value is a clear error naming the variable's flag.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let output = crate::support::server_command()
         .env("SSE_TICK", "soon")
         .output()
         .await

@@ -119,10 +119,14 @@ async fn the_page_is_served_at_the_root() {
         .unwrap()
         .starts_with("text/html"));
     let body = response.text().await.unwrap();
-    assert!(
-        body.contains("EventSource") || body.contains("<script"),
-        "{body}"
-    );
+    assert!(body.contains(r#"<script type="module" src="app.js">"#), "{body}");
+    // The scripts it loads are served too, and they are what connects.
+    let app = reqwest::get(server.url("/app.js")).await.unwrap();
+    assert_eq!(app.status(), 200);
+    assert!(app.text().await.unwrap().contains("./js/streams.js"));
+    let streams = reqwest::get(server.url("/js/streams.js")).await.unwrap();
+    assert_eq!(streams.status(), 200);
+    assert!(streams.text().await.unwrap().contains("new EventSource("));
     let missing = reqwest::get(server.url("/no-such-file")).await.unwrap();
     assert_eq!(missing.status(), 404);
     server.stop().await;

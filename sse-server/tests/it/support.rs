@@ -5,21 +5,18 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
-use futures::StreamExt;
 use sse_cli::parse::{Event, Parser};
 use sse_server::Config;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
-    sync::oneshot,
-    task::JoinHandle,
 };
 
-/// A server running in this process.
+/// A server running in this process, started through the library's
+/// [`sse_server::spawn`] with a configuration that ignores the environment.
 pub struct TestServer {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
+    running: sse_server::Running,
 }
 
 impl TestServer {
@@ -30,34 +27,38 @@ impl TestServer {
 
     /// Like [`TestServer::start`], on a given address (to restart on a port).
     pub async fn start_on(addr: SocketAddr, args: &[&str]) -> Self {
-        let mut argv = vec!["sse-server", "--tick", "0"];
-        argv.extend_from_slice(args);
-        let config = Config::try_from_args(&argv).expect("valid test arguments");
-        let listener = sse_server::serve::bind(addr).expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(sse_server::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
+        let addr = addr.to_string();
+        let mut flags = vec!["--addr", &addr, "--tick", "0"];
+        flags.extend_from_slice(args);
+        let config = Config::from_args(flags).expect("valid test arguments");
+        let running = sse_server::spawn(config).await.expect("server starts");
         Self {
-            addr,
-            stop: Some(stop),
-            task,
+            addr: running.addr(),
+            running,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        self.running.url(path)
     }
 
     /// Shuts the server down and waits until it has stopped.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
-        task.await.expect("server task").expect("server run");
+    pub async fn stop(self) {
+        self.running.shutdown().await.expect("server run");
     }
+}
+
+/// The built `sse-server` binary, without any `SSE_*` variable of this
+/// process: a developer's `export SSE_PUBLISH_TOKEN=...` must not reach
+/// the servers tests start.
+pub fn server_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sse-server"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SSE_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// The real `sse-server` binary, as a child process.
@@ -74,7 +75,7 @@ impl BinaryServer {
 
     /// Like [`BinaryServer::start`], with environment variables set.
     pub async fn start_with_env(addr: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        let mut child = server_command()
             .arg("--addr")
             .arg(addr)
             .args(args)
@@ -157,17 +158,28 @@ impl EventReader {
         &self.response
     }
 
-    pub fn retry(&self) -> Option<Duration> {
-        self.parser.retry()
+    /// The next event, or `None` when the server ended the stream cleanly
+    /// (the HTTP body finished).
+    ///
+    /// # Panics
+    /// When the connection was cut instead: a reset or a body that stopped
+    /// mid-way is not an end.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.next_or_cut()
+            .await
+            .unwrap_or_else(|err| panic!("the stream was cut, not ended: {err:?}"))
     }
 
-    /// The next event, or `None` when the stream ends.
-    pub async fn next(&mut self) -> Option<Event> {
+    /// The next event; `Ok(None)` on a clean end, `Err` when the connection
+    /// was cut (reset, or closed in the middle of the body).
+    pub async fn next_or_cut(&mut self) -> Result<Option<Event>, reqwest::Error> {
         loop {
             if let Some(event) = self.ready.pop_front() {
-                return Some(event);
+                return Ok(Some(event));
             }
-            let chunk = self.response.chunk().await.ok()??;
+            let Some(chunk) = self.response.chunk().await? else {
+                return Ok(None);
+            };
             let ready = &mut self.ready;
             self.parser
                 .feed(&chunk, |event| ready.push_back(event.clone()))
@@ -183,13 +195,16 @@ impl EventReader {
             .expect("the stream to stay open")
     }
 
-    /// Raw bytes of the next chunk (for wire-level checks).
+    /// Raw bytes of the next chunk (for wire-level checks); `None` on a
+    /// clean end.
+    ///
+    /// # Panics
+    /// When the connection was cut.
     pub async fn raw_chunk(&mut self) -> Option<bytes::Bytes> {
-        self.response.chunk().await.ok()?
-    }
-
-    pub fn into_bytes_stream(self) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> {
-        self.response.bytes_stream().boxed()
+        self.response
+            .chunk()
+            .await
+            .unwrap_or_else(|err| panic!("the stream was cut, not ended: {err:?}"))
     }
 }
 
@@ -235,6 +250,27 @@ pub async fn metric(base: &str, name: &str) -> u64 {
                 .ok()
         })
         .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+/// Polls `/metrics` until `name` reads `expected`: counters and gauges
+/// trail the events that change them (a dropped connection is counted when
+/// its task notices), so a single read could race.
+///
+/// # Panics
+/// When the value is still different after 10 s.
+pub async fn wait_for_metric(base: &str, name: &str, expected: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = metric(base, name).await;
+        if value == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is {value}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Resident memory of a process, in KiB.
