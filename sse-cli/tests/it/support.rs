@@ -290,8 +290,8 @@ impl Run {
 /// The real `sse-server`, in this process on `addr` (port 0 for any), with
 /// the clock off and the developer's `SSE_*` environment ignored.
 pub async fn real_server(addr: &str) -> sse_server::Running {
-    let config = sse_server::Config::from_args(["--addr", addr, "--tick", "0"])
-        .expect("server config");
+    let config =
+        sse_server::Config::from_args(["--addr", addr, "--tick", "0"]).expect("server config");
     sse_server::spawn(config).await.expect("server starts")
 }
 

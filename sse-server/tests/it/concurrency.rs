@@ -66,8 +66,7 @@ async fn every_subscriber_gets_every_event_once_in_broker_order() {
         assert_eq!(got.len(), EVENTS);
         let unique: HashSet<_> = got.iter().cloned().collect();
         assert_eq!(unique, acked_set, "every acknowledged event exactly once");
-        let ids: Vec<sse_server::EventId> =
-            got.iter().map(|(id, _)| id.parse().unwrap()).collect();
+        let ids: Vec<sse_server::EventId> = got.iter().map(|(id, _)| id.parse().unwrap()).collect();
         assert!(
             ids.windows(2).all(|w| w[0] < w[1]),
             "in the order the broker assigned"

@@ -119,7 +119,10 @@ async fn the_page_is_served_at_the_root() {
         .unwrap()
         .starts_with("text/html"));
     let body = response.text().await.unwrap();
-    assert!(body.contains(r#"<script type="module" src="app.js">"#), "{body}");
+    assert!(
+        body.contains(r#"<script type="module" src="app.js">"#),
+        "{body}"
+    );
     // The scripts it loads are served too, and they are what connects.
     let app = reqwest::get(server.url("/app.js")).await.unwrap();
     assert_eq!(app.status(), 200);
