@@ -18,6 +18,7 @@ pub const HERMETIC_CHECK_ENV: &[(&str, &str)] = &[
     ("SSE_MAX_CLIENTS", "1"),
     ("SSE_RETRY", "1ms"),
     ("SSE_URL", "http://127.0.0.1:9/"),
+    ("SSE_WATCH_URL", "http://127.0.0.1:9/sse"),
 ];
 
 /// Installs what the tests need, then runs the whole workspace's tests with
