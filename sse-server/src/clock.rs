@@ -94,7 +94,9 @@ mod tests {
             4,
         )
         .await;
-        assert_eq!(frames[0], (Duration::ZERO, "retry: 3000\n\n".to_owned()));
+        let retry = crate::wire::encode_retry(Duration::from_secs(3));
+        assert_eq!(frames[0].0, Duration::ZERO);
+        assert_eq!(frames[0].1.as_bytes(), &retry[..]);
         for (n, (at, frame)) in frames[1..].iter().enumerate() {
             assert_eq!(*at, Duration::from_secs(2 * (n as u64 + 1)), "{frame}");
             assert!(frame.contains("event: tick\n"), "{frame}");
@@ -109,11 +111,12 @@ mod tests {
             3,
         )
         .await;
+        let beat = String::from_utf8(crate::wire::HEARTBEAT.to_vec()).expect("utf-8");
         assert_eq!(
             frames[1..],
             [
-                (Duration::from_secs(15), ": keep-alive\n\n".to_owned()),
-                (Duration::from_secs(30), ": keep-alive\n\n".to_owned()),
+                (Duration::from_secs(15), beat.clone()),
+                (Duration::from_secs(30), beat),
             ]
         );
     }

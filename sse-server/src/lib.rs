@@ -109,7 +109,7 @@ pub async fn run(
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let config = sse_server::Config::from_args(["--addr", "127.0.0.1:0", "--tick", "0"])?;
+/// let config = sse_server::Config::try_from_args(["sse-server", "--addr", "127.0.0.1:0", "--tick", "0"])?;
 /// let server = sse_server::spawn(config).await?;
 /// println!("serving on {}", server.url("/sse"));
 /// server.shutdown().await?;

@@ -334,8 +334,10 @@ pub struct RealServer {
 
 impl RealServer {
     pub async fn start(extra: &[&str]) -> Self {
-        let flags = ["--addr", "127.0.0.1:0", "--tick", "0"].iter().chain(extra);
-        let config = sse_server::Config::from_args(flags).expect("config");
+        let flags = ["sse-server", "--addr", "127.0.0.1:0", "--tick", "0"]
+            .iter()
+            .chain(extra);
+        let config = sse_server::Config::try_from_args(flags).expect("config");
         let running = sse_server::spawn(config).await.expect("server starts");
         Self {
             addr: running.addr(),

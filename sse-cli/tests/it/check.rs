@@ -382,17 +382,10 @@ async fn the_table_has_a_line_per_check_and_a_summary() {
 
 #[tokio::test]
 async fn our_server_passes_every_check() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     // A short heartbeat so the heartbeat is seen quickly; no clock, so the
     // ids come from check's own events.
-    let config =
-        sse_server::Config::try_from_args(["sse-server", "--tick", "0", "--heartbeat", "1s"])
-            .expect("server config");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sse_server::run(listener, config, async move {
-        let _ = stopped.await;
-    }));
+    let server = crate::support::real_server_with("127.0.0.1:0", &["--heartbeat", "1s"]).await;
+    let addr = server.addr();
     let publish_url = format!("http://{addr}/publish");
     // The default topic, and a named one (check's default publish body
     // follows the URL's ?topic=).
@@ -408,8 +401,10 @@ async fn our_server_passes_every_check() {
         assert_eq!(checks.len(), ALL.len());
         assert_eq!(code, 0);
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+    tokio::time::timeout(Duration::from_secs(30), server.shutdown())
+        .await
+        .expect("server stops")
+        .expect("server run");
 }
 
 #[tokio::test]

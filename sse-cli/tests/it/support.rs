@@ -290,8 +290,14 @@ impl Run {
 /// The real `sse-server`, in this process on `addr` (port 0 for any), with
 /// the clock off and the developer's `SSE_*` environment ignored.
 pub async fn real_server(addr: &str) -> sse_server::Running {
+    real_server_with(addr, &[]).await
+}
+
+/// Like [`real_server`], with `extra` flags on top.
+pub async fn real_server_with(addr: &str, extra: &[&str]) -> sse_server::Running {
+    let base = ["sse-server", "--addr", addr, "--tick", "0"];
     let config =
-        sse_server::Config::from_args(["--addr", addr, "--tick", "0"]).expect("server config");
+        sse_server::Config::try_from_args(base.iter().chain(extra)).expect("server config");
     sse_server::spawn(config).await.expect("server starts")
 }
 

@@ -13,7 +13,7 @@ use std::{
 use futures::StreamExt;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::{
     redis::{RedisServer, WAIT},
@@ -34,7 +34,7 @@ fn token(claims: Value) -> String {
 
 /// The real binary with `RUST_LOG=trace`, logging into `log`.
 async fn traced(broker: &str, log: &Path) -> (Child, SocketAddr) {
-    let child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let child = crate::support::server_command()
         .args(["--addr", "127.0.0.1:0", "--tick", "0", "--jwt-leeway", "0"])
         .args(["--broker", broker, "--jwt-secret", SECRET])
         .env_clear()

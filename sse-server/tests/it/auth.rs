@@ -731,7 +731,7 @@ async fn traced_binary(
     log: &std::path::Path,
 ) -> (tokio::process::Child, SocketAddr) {
     let file = std::fs::File::create(log).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let child = crate::support::server_command()
         .args(["--addr", "127.0.0.1:0", "--tick", "0"])
         .args(args)
         .env_clear()

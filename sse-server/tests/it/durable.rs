@@ -21,7 +21,7 @@ use sse_server::{
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
+    process::Child,
 };
 
 /// Generous: two shared cores, debug builds, several processes.
@@ -120,7 +120,7 @@ fn spawn(
     Child,
     tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let mut child = crate::support::server_command()
         .args(["--addr", addr, "--tick", "0", "--data-dir"])
         .arg(dir)
         .args(args)

@@ -2,14 +2,14 @@
 
 use std::{process::Stdio, time::Duration};
 
-use tokio::{io::AsyncReadExt, process::Command};
+use tokio::io::AsyncReadExt;
 
 use crate::support::BinaryServer;
 
 /// Runs the binary with only `env`, gives it up to `wait` to exit, and
 /// returns its exit code (None if it was still running) and stderr.
 async fn run_briefly(args: &[&str], env: &[(&str, &str)], wait: Duration) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let mut child = crate::support::server_command()
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
@@ -143,7 +143,7 @@ async fn an_unreadable_secret_file_is_one_clear_line() {
 
 #[tokio::test]
 async fn help_lists_the_endpoints_and_the_duration_syntax() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let output = crate::support::server_command()
         .arg("--help")
         .env_clear()
         .output()

@@ -198,7 +198,7 @@ async fn sigterm_delivers_every_acknowledged_event_to_thousands_of_subscribers()
 
 #[tokio::test]
 async fn a_publish_after_shutdown_started_is_refused_with_503() {
-    let config = <Config as clap::Parser>::try_parse_from(["sse-server", "--tick", "0"]).unwrap();
+    let config = Config::try_from_args(["sse-server", "--tick", "0"]).unwrap();
     let broker = Arc::new(
         Broker::start(&config, Arc::new(Metrics::new()))
             .await

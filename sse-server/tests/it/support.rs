@@ -28,9 +28,9 @@ impl TestServer {
     /// Like [`TestServer::start`], on a given address (to restart on a port).
     pub async fn start_on(addr: SocketAddr, args: &[&str]) -> Self {
         let addr = addr.to_string();
-        let mut flags = vec!["--addr", &addr, "--tick", "0"];
+        let mut flags = vec!["sse-server", "--addr", &addr, "--tick", "0"];
         flags.extend_from_slice(args);
-        let config = Config::from_args(flags).expect("valid test arguments");
+        let config = Config::try_from_args(flags).expect("valid test arguments");
         let running = sse_server::spawn(config).await.expect("server starts");
         Self {
             addr: running.addr(),
@@ -193,6 +193,12 @@ impl EventReader {
             .await
             .expect("an event in time")
             .expect("the stream to stay open")
+    }
+
+    /// The rest of the body as a byte stream (for wire-level checks that
+    /// also tell a clean end from a cut by the stream's last item).
+    pub fn into_bytes_stream(self) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> {
+        self.response.bytes_stream()
     }
 
     /// Raw bytes of the next chunk (for wire-level checks); `None` on a

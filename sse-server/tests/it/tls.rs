@@ -133,7 +133,7 @@ async fn plain_http_to_a_tls_server_gets_no_answer_but_tls_still_works() {
 
 /// The binary's exit status and log when started with `args`.
 async fn start_fails(args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let output = crate::support::server_command()
         .args(["--addr", "127.0.0.1:0"])
         .args(args)
         .env_clear()
