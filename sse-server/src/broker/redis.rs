@@ -16,12 +16,15 @@
 //!   `/healthz` reports the broker down, subscribers stay connected, and the
 //!   reader reconnects with backoff and continues from the last entry it
 //!   saw, so nothing published meanwhile on other instances is skipped.
+//! - A Redis that cannot be reached at start is the same outage: the server
+//!   starts degraded and connects once Redis appears. A Redis that answers
+//!   but refuses the connection (a wrong password) stops the server.
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -99,6 +102,9 @@ struct State {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     up: AtomicBool,
+    /// The publish connection; empty until Redis was first reached (a
+    /// server started while Redis was down).
+    publisher: OnceLock<ConnectionManager>,
     /// Where the URL is shown (logs), with any password replaced.
     redacted_url: String,
 }
@@ -122,7 +128,6 @@ impl State {
 /// Redis and prefix.
 pub struct RedisBroker {
     state: Arc<State>,
-    publisher: ConnectionManager,
     key: String,
     history: usize,
     /// The id of the last entry the reader pushed into the hub.
@@ -152,10 +157,13 @@ impl RedisBroker {
     /// Events live in the stream `{prefix}:events`, trimmed to about
     /// `limits.history` entries; the local ring holds what `limits` allow.
     ///
+    /// A Redis that cannot be reached now is an outage like any later one:
+    /// the broker starts down (publishes fail, `/healthz` says so) and its
+    /// reader connects with backoff until Redis appears.
+    ///
     /// # Errors
-    /// When the URL is invalid or Redis cannot be reached now: a server
-    /// that cannot reach its broker at start is misconfigured, and says so
-    /// at once rather than serving nothing.
+    /// When the URL is invalid, or Redis answers but refuses the connection
+    /// (a wrong password, an unknown database): retrying cannot fix that.
     pub async fn start(
         url: &str,
         prefix: &str,
@@ -166,58 +174,75 @@ impl RedisBroker {
         let client = Client::open(url).map_err(|err| {
             BrokerError::Unavailable(format!("invalid Redis URL {redacted_url}: {err}"))
         })?;
-        let unreachable = |err: &dyn std::fmt::Display| {
-            BrokerError::Unavailable(format!("cannot reach Redis at {redacted_url}: {err}"))
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(QUERY_TIMEOUT))
-            .set_number_of_retries(PUBLISH_RECONNECT_RETRIES)
-            .set_min_delay(RECONNECT_MIN)
-            .set_max_delay(RECONNECT_MAX);
-        let mut publisher = tokio::time::timeout(
-            CONNECT_TIMEOUT * 2,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| unreachable(&"no answer"))?
-        .map_err(|err| unreachable(&err))?;
         let key = format!("{prefix}:events");
-        let info = stream_info(&mut publisher, &key)
-            .await
-            .map_err(|err| unreachable(&err))?;
-        // The reader appends everything after the stream's current end.
-        let start_id = info.last;
-        let hub = Arc::new(Hub::new(limits, start_id, Arc::clone(&metrics)));
-        metrics.broker_up.set(1);
+        let first = tokio::time::timeout(CONNECT_TIMEOUT * 2, async {
+            let mut publisher = connect_publisher(&client).await?;
+            let info = stream_info(&mut publisher, &key).await?;
+            Ok::<_, RedisError>((publisher, info))
+        })
+        .await;
+        let (publisher, start_id) = match first {
+            Ok(Ok((publisher, info))) => (Some(publisher), Some(info.last)),
+            Ok(Err(err)) if !is_unreachable(&err) => {
+                return Err(BrokerError::Unavailable(format!(
+                    "Redis at {redacted_url} refused the connection: {err}"
+                )))
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(redis = %redacted_url, cause = %err, "cannot reach Redis; serving degraded (publishes get 503) and retrying");
+                (None, None)
+            }
+            Err(_) => {
+                tracing::warn!(redis = %redacted_url, cause = "no answer", "cannot reach Redis; serving degraded (publishes get 503) and retrying");
+                (None, None)
+            }
+        };
+        // The reader appends everything after the stream's current end
+        // (learnt when Redis is first reached, if it is down now).
+        let base = start_id.unwrap_or(EventId::new(0, 0));
+        let hub = Arc::new(Hub::new(limits, base, Arc::clone(&metrics)));
+        metrics.broker_up.set(i64::from(publisher.is_some()));
         let state = Arc::new(State {
             hub,
             metrics,
-            up: AtomicBool::new(true),
+            up: AtomicBool::new(publisher.is_some()),
+            publisher: OnceLock::new(),
             redacted_url,
         });
-        let (position_tx, position) = watch::channel(start_id);
+        if let Some(publisher) = publisher {
+            let _ = state.publisher.set(publisher);
+        }
+        let (position_tx, position) = watch::channel(base);
         let stop = CancellationToken::new();
         let reader = Reader {
             client,
             key: key.clone(),
             state: Arc::clone(&state),
-            publisher: publisher.clone(),
             position: position_tx,
             stop: stop.clone(),
         };
         let reader = tokio::spawn(reader.run(start_id));
-        tracing::info!(redis = %state.redacted_url, %key, start = %start_id, "Redis broker started");
+        tracing::info!(redis = %state.redacted_url, %key, start = %base, "Redis broker started");
         Ok(Self {
             state,
-            publisher,
             key,
             history: limits.history,
             position,
             stop,
             reader: Mutex::new(Some(reader)),
             open: tokio::sync::RwLock::new(true),
-            acknowledged: Mutex::new(start_id),
+            acknowledged: Mutex::new(base),
+        })
+    }
+
+    /// The publish connection, or an error while Redis has not been
+    /// reached since the server started.
+    fn publisher(&self) -> Result<ConnectionManager, RedisError> {
+        self.state.publisher.get().cloned().ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::Io,
+                "Redis has not been reachable since the server started",
+            ))
         })
     }
 
@@ -271,7 +296,14 @@ impl RedisBroker {
             .arg(event)
             .arg("data")
             .arg(data);
-        let mut connection = self.publisher.clone();
+        let mut connection = match self.publisher() {
+            Ok(connection) => connection,
+            Err(err) => {
+                return Err(BrokerError::Unavailable(format!(
+                    "Redis did not take the event: {err}"
+                )))
+            }
+        };
         let reply = tokio::time::timeout(
             PUBLISH_TIMEOUT,
             command.query_async::<String>(&mut connection),
@@ -356,7 +388,7 @@ impl RedisBroker {
         requested: &str,
         connection: CancellationToken,
     ) -> Result<Subscription, String> {
-        let mut publisher = self.publisher.clone();
+        let mut publisher = self.publisher().map_err(|err| err.to_string())?;
         let info = tokio::time::timeout(QUERY_TIMEOUT, stream_info(&mut publisher, &self.key))
             .await
             .map_err(|_| "XINFO timed out".to_owned())?
@@ -459,7 +491,7 @@ impl RedisBroker {
         n: usize,
         topics: &[Arc<str>],
     ) -> Result<Option<EventId>, RedisError> {
-        let mut publisher = self.publisher.clone();
+        let mut publisher = self.publisher()?;
         let mut before: Option<EventId> = None;
         let mut found = 0;
         loop {
@@ -498,7 +530,7 @@ impl RedisBroker {
         through: EventId,
         topics: &[Arc<str>],
     ) -> Result<Vec<StoredEvent>, RedisError> {
-        let mut publisher = self.publisher.clone();
+        let mut publisher = self.publisher()?;
         let mut events = Vec::new();
         let mut from = after;
         loop {
@@ -537,10 +569,12 @@ impl RedisBroker {
     pub async fn shutdown(&self) {
         *self.open.write().await = false;
         let mut target = *self.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
-        let mut publisher = self.publisher.clone();
+        let publisher = self.publisher();
         let catch_up = async {
-            if let Ok(info) = stream_info(&mut publisher, &self.key).await {
-                target = target.max(info.last);
+            if let Ok(mut publisher) = publisher {
+                if let Ok(info) = stream_info(&mut publisher, &self.key).await {
+                    target = target.max(info.last);
+                }
             }
             let mut position = self.position.clone();
             let _ = position.wait_for(|seen| *seen >= target).await;
@@ -567,15 +601,17 @@ struct Reader {
     client: Client,
     key: String,
     state: Arc<State>,
-    publisher: ConnectionManager,
     position: watch::Sender<EventId>,
     stop: CancellationToken,
 }
 
 impl Reader {
     /// Reads from after `position` until stopped, reconnecting with backoff
-    /// whenever the connection fails.
-    async fn run(self, mut position: EventId) {
+    /// whenever the connection fails. `None`: Redis was down at start, and
+    /// the reader starts at the stream's end once it first reaches it.
+    async fn run(self, start: Option<EventId>) {
+        let mut synced = start.is_some();
+        let mut position = start.unwrap_or(EventId::new(0, 0));
         let mut backoff = RECONNECT_MIN;
         loop {
             let connected = tokio::select! {
@@ -589,6 +625,7 @@ impl Reader {
                         .run_until_cancelled(self.follow(
                             &mut connection,
                             &mut position,
+                            &mut synced,
                             &mut backoff,
                         ))
                         .await
@@ -624,8 +661,34 @@ impl Reader {
         &self,
         connection: &mut MultiplexedConnection,
         position: &mut EventId,
+        synced: &mut bool,
         backoff: &mut Duration,
     ) {
+        if !*synced {
+            // First contact after a degraded start: live from the stream's
+            // end (there is no earlier position to continue from).
+            let info =
+                tokio::time::timeout(QUERY_TIMEOUT, stream_info(connection, &self.key)).await;
+            let Ok(Ok(info)) = info else {
+                return;
+            };
+            *position = info.last;
+            self.position.send_replace(info.last);
+            self.state.hub.reset(info.last);
+            *synced = true;
+        }
+        if self.state.publisher.get().is_none() {
+            match tokio::time::timeout(CONNECT_TIMEOUT * 2, connect_publisher(&self.client)).await {
+                Ok(Ok(publisher)) => {
+                    let _ = self.state.publisher.set(publisher);
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(redis = %self.state.redacted_url, cause = %err, "cannot open the publish connection to Redis");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
         if !self.check_for_gap(connection, position).await {
             // Reading on without knowing could wait forever behind a stream
             // that went backwards: reconnect and check again.
@@ -733,7 +796,9 @@ impl Reader {
     /// Whether the publish connection works (a command that fails while
     /// Redis is still loading its data, unlike `PING`).
     async fn probe_publisher(&self) -> bool {
-        let mut publisher = self.publisher.clone();
+        let Some(mut publisher) = self.state.publisher.get().cloned() else {
+            return false;
+        };
         let mut command = redis::cmd("EXISTS");
         command.arg(&self.key);
         let probe = command.query_async::<i64>(&mut publisher);
@@ -742,6 +807,36 @@ impl Reader {
             Ok(Ok(_))
         )
     }
+}
+
+/// The connection publishes and queries go through: it reconnects on its
+/// own, a couple of times per command.
+async fn connect_publisher(client: &Client) -> Result<ConnectionManager, RedisError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(QUERY_TIMEOUT))
+        .set_number_of_retries(PUBLISH_RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_MIN)
+        .set_max_delay(RECONNECT_MAX);
+    ConnectionManager::new_with_config(client.clone(), config).await
+}
+
+/// Whether `err`, met while connecting, means Redis is not there (yet), as
+/// opposed to there and refusing us (a wrong password), which waiting
+/// does not fix.
+fn is_unreachable(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_refusal()
+        || err.is_connection_dropped()
+        || matches!(
+            err.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+            )
+        )
 }
 
 /// Whether `err` means Redis cannot be used now (rather than refusing one

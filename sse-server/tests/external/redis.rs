@@ -741,3 +741,46 @@ async fn the_password_in_the_url_is_never_logged() {
         "the error names the redacted URL:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_while_redis_is_down_serves_degraded_then_works_once_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nobody listens on this port yet.
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = instances(1, &url, &[]).await.remove(0);
+    assert_eq!(
+        health(&server).await,
+        Some(503),
+        "/healthz while Redis is down"
+    );
+    let client = reqwest::Client::new();
+    let refused = client
+        .post(server.url("/publish"))
+        .json(&serde_json::json!({"topic": "t", "data": "too early"}))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.expect("a JSON body");
+    assert!(body["error"].is_string(), "{body}");
+    // Redis appears on that port: the server connects by itself.
+    let mut redis = RedisServer {
+        port,
+        dir: dir.path().to_owned(),
+        extra: Vec::new(),
+        child: None,
+    };
+    redis.run().await;
+    wait_for_health(&server, 200).await;
+    let mut reader = watch(&server, "t", None).await;
+    let id = publish(&server.url(""), "t", "message", "hello").await;
+    let event = reader.expect(WAIT).await;
+    assert_eq!((event.id, event.data), (id, "hello".to_owned()));
+    let entries = stream_entries(&redis).await;
+    assert!(
+        entries.iter().all(|(_, data)| data != "too early"),
+        "the refused publish was stored: {entries:?}"
+    );
+    expect_nothing_more(&mut [reader], &server, "t").await;
+}
