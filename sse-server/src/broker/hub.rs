@@ -257,6 +257,34 @@ impl Hub {
         Some(id)
     }
 
+    /// Appends several events under one lock, each made from the id of the
+    /// one before (so no other append comes between them), and wakes their
+    /// subscribers. Returns their ids, or `None` (appending nothing) once
+    /// the hub is finishing.
+    pub fn append_many(
+        &self,
+        count: usize,
+        mut make: impl FnMut(usize, EventId) -> StoredEvent,
+    ) -> Option<Vec<EventId>> {
+        let mut ring = self.ring();
+        if ring.finished {
+            return None;
+        }
+        let mut ids = Vec::with_capacity(count);
+        let mut woken = Vec::with_capacity(count);
+        for n in 0..count {
+            let event = make(n, ring.last_id);
+            debug_assert!(event.id > ring.last_id, "appended ids must increase");
+            ids.push(event.id);
+            woken.push(self.insert(&mut ring, event));
+        }
+        drop(ring);
+        for (pos, topic) in woken {
+            self.fan_out(pos, &topic);
+        }
+        Some(ids)
+    }
+
     /// Appends an event numbered elsewhere (a Redis stream entry) and wakes
     /// the subscribers of its topic.
     ///

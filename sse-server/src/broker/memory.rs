@@ -144,6 +144,49 @@ impl MemoryBroker {
         }
     }
 
+    /// Appends `events` (topic, event type, data) in order, all or none:
+    /// under one ring lock, and with a disk log as one write.
+    ///
+    /// # Errors
+    /// As [`MemoryBroker::publish`]; then none of them was published.
+    pub async fn publish_batch(
+        &self,
+        events: &[(String, String, String)],
+    ) -> Result<Vec<EventId>, BrokerError> {
+        let epoch = self.epoch;
+        let make = |n: usize, last: EventId| {
+            let (topic, event, data) = &events[n];
+            let id = next_id(epoch, last);
+            StoredEvent {
+                id,
+                topic: Arc::from(topic.as_str()),
+                wire: encode_event(&id.to_string(), event, data),
+            }
+        };
+        match &self.log {
+            None => self
+                .hub
+                .append_many(events.len(), make)
+                .ok_or(BrokerError::ShuttingDown),
+            Some(log) => log
+                .append_many(|last| {
+                    let mut last = last.unwrap_or(EventId::new(epoch, 0));
+                    (0..events.len())
+                        .map(|n| {
+                            let event = make(n, last);
+                            last = event.id;
+                            event
+                        })
+                        .collect()
+                })
+                .await
+                .map_err(|err| match err {
+                    AppendError::Closed => BrokerError::ShuttingDown,
+                    err => BrokerError::Storage(err),
+                }),
+        }
+    }
+
     /// What keeps events from being stored, if anything (a full disk).
     pub fn problem(&self) -> Option<AppendError> {
         self.log.as_ref().and_then(DiskLog::problem)

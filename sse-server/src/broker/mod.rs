@@ -131,6 +131,22 @@ impl Broker {
         }
     }
 
+    /// Publishes `events` (topic, event type, data) in order, all or none;
+    /// returns their ids once the broker has them all.
+    ///
+    /// # Errors
+    /// As [`Broker::publish`]; then none of them was published (with
+    /// [`BrokerError::Uncertain`], all or none may have been).
+    pub async fn publish_batch(
+        &self,
+        events: &[(String, String, String)],
+    ) -> Result<Vec<EventId>, BrokerError> {
+        match self {
+            Self::Memory(broker) => broker.publish_batch(events).await,
+            Self::Redis(broker) => broker.publish_batch(events).await,
+        }
+    }
+
     /// Subscribes to `topics`, starting where `start` asks ([`resume`]
     /// decides how). Never fails: a replay that cannot be read is replaced
     /// by the too-old notice, so the client is told rather than refused.

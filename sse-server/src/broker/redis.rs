@@ -282,6 +282,76 @@ impl RedisBroker {
         Ok(id)
     }
 
+    /// Appends `events` (topic, event type, data) in order in one
+    /// `MULTI`/`EXEC`: Redis stores all of them or none.
+    ///
+    /// # Errors
+    /// As [`RedisBroker::publish`].
+    pub async fn publish_batch(
+        &self,
+        events: &[(String, String, String)],
+    ) -> Result<Vec<EventId>, BrokerError> {
+        let open = self.open.read().await;
+        if !*open {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (topic, event, data) in events {
+            pipe.cmd("XADD")
+                .arg(&self.key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.history)
+                .arg("*")
+                .arg("topic")
+                .arg(topic)
+                .arg("event")
+                .arg(event)
+                .arg("data")
+                .arg(data);
+        }
+        let mut connection = self.publisher().map_err(|err| {
+            BrokerError::Unavailable(format!("Redis did not take the events: {err}"))
+        })?;
+        let reply = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            pipe.query_async::<Vec<String>>(&mut connection),
+        )
+        .await;
+        let ids = match reply {
+            Ok(Ok(ids)) => ids
+                .iter()
+                .map(|id| {
+                    id.parse::<EventId>().map_err(|_| {
+                        BrokerError::Unavailable(format!(
+                            "Redis answered XADD with an unexpected id {id:?}"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Ok(Err(err)) => {
+                if is_outage(&err) {
+                    self.state.set_up(false, Some(&err));
+                }
+                return Err(BrokerError::Unavailable(format!(
+                    "Redis did not take the events: {err}"
+                )));
+            }
+            Err(_) => {
+                self.state.set_up(false, Some(&"publish timed out"));
+                return Err(BrokerError::Uncertain(format!(
+                    "Redis did not answer within {PUBLISH_TIMEOUT:?}; the events may or may not have been stored (all or none)"
+                )));
+            }
+        };
+        if let Some(&last) = ids.last() {
+            let mut acknowledged = self.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
+            *acknowledged = (*acknowledged).max(last);
+        }
+        Ok(ids)
+    }
+
     async fn xadd(&self, topic: &str, event: &str, data: &str) -> Result<EventId, BrokerError> {
         let mut command = redis::cmd("XADD");
         command

@@ -261,6 +261,11 @@ pub fn open(options: LogOptions) -> Result<Opened, LogError> {
 /// A message to the writer thread.
 enum Msg {
     Append(StoredEvent, oneshot::Sender<Result<EventId, AppendError>>),
+    /// Several events written together: all stored, or none.
+    AppendMany(
+        Vec<StoredEvent>,
+        oneshot::Sender<Result<Vec<EventId>, AppendError>>,
+    ),
     Stop(oneshot::Sender<()>),
 }
 
@@ -308,6 +313,33 @@ impl DiskLog {
             match &sequencer.tx {
                 Some(writer) if writer.send(Msg::Append(event, tx)).is_ok() => {
                     sequencer.last = Some(id);
+                    Ok(rx)
+                }
+                _ => Err(AppendError::Closed),
+            }
+        };
+        async move { queued?.await.unwrap_or(Err(AppendError::Closed)) }
+    }
+
+    /// Appends the events `make` builds, in order, from the id of the
+    /// newest event, as one write: all are stored, or none. Resolves once
+    /// they are durable and the sink has them.
+    pub fn append_many(
+        &self,
+        make: impl FnOnce(Option<EventId>) -> Vec<StoredEvent>,
+    ) -> impl Future<Output = Result<Vec<EventId>, AppendError>> + Send + 'static {
+        let queued = {
+            let mut sequencer = self
+                .sequencer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let events = make(sequencer.last);
+            let last = events.last().map(|event| event.id);
+            let (tx, rx) = oneshot::channel();
+            match (&sequencer.tx, last) {
+                (_, None) => Err(AppendError::Closed),
+                (Some(writer), Some(last)) if writer.send(Msg::AppendMany(events, tx)).is_ok() => {
+                    sequencer.last = Some(last);
                     Ok(rx)
                 }
                 _ => Err(AppendError::Closed),

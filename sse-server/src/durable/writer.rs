@@ -46,6 +46,12 @@ const EVERYSEC: Duration = Duration::from_secs(1);
 
 type Reply = oneshot::Sender<Result<EventId, AppendError>>;
 
+/// Who is answered once a group of events is stored.
+enum Answer {
+    One(Reply),
+    Many(oneshot::Sender<Result<Vec<EventId>, AppendError>>),
+}
+
 /// The segment being appended to.
 struct Active {
     file: File,
@@ -128,7 +134,11 @@ impl Writer {
                 match msg {
                     Msg::Append(event, reply) => {
                         bytes += event.wire.len();
-                        batch.push((event, reply));
+                        batch.push((vec![event], Answer::One(reply)));
+                    }
+                    Msg::AppendMany(events, reply) => {
+                        bytes += events.iter().map(|e| e.wire.len()).sum::<usize>();
+                        batch.push((events, Answer::Many(reply)));
                     }
                     Msg::Stop(done) => {
                         stop = Some(done);
@@ -197,14 +207,18 @@ impl Writer {
 
     /// Stores a batch; hands each event to the sink and answers its
     /// publisher, or answers every publisher with the error.
-    fn commit(&mut self, batch: Vec<(StoredEvent, Reply)>) {
+    fn commit(&mut self, batch: Vec<(Vec<StoredEvent>, Answer)>) {
         self.buf.clear();
-        for (event, _) in &batch {
+        let events = || batch.iter().flat_map(|(events, _)| events);
+        for event in events() {
             record::encode(event, &mut self.buf);
         }
-        let first = batch[0].0.id;
-        let payload = batch.iter().map(|(event, _)| event.wire.len() as u64).sum();
-        match self.write(first, batch.len() as u64, payload) {
+        let Some(first) = events().next().map(|event| event.id) else {
+            return;
+        };
+        let count = events().count() as u64;
+        let payload = events().map(|event| event.wire.len() as u64).sum();
+        match self.write(first, count, payload) {
             Ok(()) => {
                 let recovered = self
                     .problem
@@ -214,10 +228,19 @@ impl Writer {
                 if recovered.is_some() {
                     tracing::info!("the event log is writable again; publishing resumes");
                 }
-                for (event, reply) in batch {
-                    let id = event.id;
-                    (self.sink)(event);
-                    let _ = reply.send(Ok(id));
+                for (events, answer) in batch {
+                    let ids: Vec<EventId> = events.iter().map(|event| event.id).collect();
+                    for event in events {
+                        (self.sink)(event);
+                    }
+                    match answer {
+                        Answer::One(reply) => {
+                            let _ = reply.send(Ok(ids[0]));
+                        }
+                        Answer::Many(reply) => {
+                            let _ = reply.send(Ok(ids));
+                        }
+                    }
                 }
             }
             Err(err) => {
@@ -228,8 +251,15 @@ impl Writer {
                 }
                 *problem = Some(error.clone());
                 drop(problem);
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(error.clone()));
+                for (_, answer) in batch {
+                    match answer {
+                        Answer::One(reply) => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Answer::Many(reply) => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                    }
                 }
             }
         }

@@ -24,6 +24,9 @@ use crate::{
 /// 64 KiB bounds the copy every subscriber's queue may reference.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Most events one batch (a JSON array) may hold.
+pub const MAX_BATCH: usize = 1_000;
+
 /// The JSON body: ours, or the short `{"message": ...}` form.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +56,25 @@ pub async fn publish(
     let kind = BodyKind::of(&headers)?;
     let query = query.unwrap_or_default();
     let bytes = read_body(body, &headers, state.config.body_timeout).await?;
+    if kind == BodyKind::Json && bytes.trim_ascii_start().starts_with(b"[") {
+        let events = decode_batch(&query, &bytes)?;
+        let mut topics: Vec<&str> = events.iter().map(|(topic, _, _)| topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        publisher.check(topics.iter().copied())?;
+        if publisher.ask_hook() {
+            state
+                .auth
+                .ask_hook(Action::Publish, &topics, &headers)
+                .await?;
+        }
+        let ids = state.broker.publish_batch(&events).await?;
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "ids": ids })),
+        ));
+    }
     let (topic, event, data) = decode(kind, &query, &bytes)?;
     publisher.check([topic.as_str()])?;
     if publisher.ask_hook() {
@@ -119,6 +141,42 @@ pub fn decode(
     wire::check_name("topic", &topic)?;
     wire::check_name("event", &event)?;
     Ok((topic, event, data))
+}
+
+/// A JSON array of event objects (a batch): each decoded as [`decode`]
+/// decodes one, with the query's defaults.
+///
+/// # Errors
+/// 400 for invalid JSON, an empty array, more than [`MAX_BATCH`] events,
+/// or an invalid element (the message names its index, from 0).
+pub fn decode_batch(query: &str, bytes: &[u8]) -> Result<Vec<(String, String, String)>, AppError> {
+    let elements: Vec<serde_json::Value> = serde_json::from_slice(bytes)
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?;
+    if elements.is_empty() {
+        return Err(AppError::BadRequest(
+            "an empty batch: give at least one event".to_owned(),
+        ));
+    }
+    if elements.len() > MAX_BATCH {
+        return Err(AppError::BadRequest(format!(
+            "a batch holds at most {MAX_BATCH} events; this one has {}",
+            elements.len()
+        )));
+    }
+    elements
+        .iter()
+        .enumerate()
+        .map(|(n, element)| {
+            let bytes = serde_json::to_vec(element)
+                .map_err(|e| AppError::BadRequest(format!("event {n}: {e}")))?;
+            decode(BodyKind::Json, query, &bytes).map_err(|err| match err {
+                AppError::BadRequest(message) => {
+                    AppError::BadRequest(format!("event {n}: {message}"))
+                }
+                other => AppError::BadRequest(format!("event {n}: {other}")),
+            })
+        })
+        .collect()
 }
 
 /// The body forms `/publish` reads, by `Content-Type`.

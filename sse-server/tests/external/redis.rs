@@ -784,3 +784,49 @@ async fn a_server_started_while_redis_is_down_serves_degraded_then_works_once_it
     );
     expect_nothing_more(&mut [reader], &server, "t").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reaches_every_instance_in_order_and_a_bad_one_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), &[]).await;
+    let servers = instances(2, &redis.url(), &[]).await;
+    let mut readers = Vec::new();
+    for server in &servers {
+        readers.push(watch(server, "t", None).await);
+    }
+    let client = reqwest::Client::new();
+    let batch: Vec<serde_json::Value> = (0..20)
+        .map(|n| serde_json::json!({"topic": "t", "data": format!("b{n}")}))
+        .collect();
+    let response = client
+        .post(servers[0].url("/publish"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let expected: Vec<(String, String)> = body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(n, id)| (id.as_str().unwrap().to_owned(), format!("b{n}")))
+        .collect();
+    assert_eq!(expected.len(), 20);
+    for reader in &mut readers {
+        let got = take(reader, 20).await;
+        let got: Vec<(String, String)> = got.into_iter().map(|e| (e.id, e.data)).collect();
+        assert_eq!(got, expected);
+    }
+    let bad = serde_json::json!([{"topic": "t", "data": "x"}, {"topic": "t"}]);
+    let response = client
+        .post(servers[1].url("/publish"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(stream_entries(&redis).await.len(), 20);
+    expect_nothing_more(&mut readers, &servers[1], "t").await;
+}

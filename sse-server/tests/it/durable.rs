@@ -517,3 +517,41 @@ fn up_to(events: &[Event], last: &str) -> Vec<(String, String)> {
         .map(|e| (e.id.clone(), e.data.clone()))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_stored_in_order_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Durable::start("127.0.0.1:0", dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let first = publish(&client, &server.url(""), "before").await.unwrap();
+    let batch: Vec<serde_json::Value> = (0..50)
+        .map(|n| serde_json::json!({"topic": "t", "data": format!("batch {n}")}))
+        .collect();
+    let response = client
+        .post(server.url("/publish"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let ids: Vec<String> = body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 50);
+    server.kill9().await;
+    let server = Durable::start("127.0.0.1:0", dir.path(), &[]).await;
+    let events = retained(&server).await;
+    let mut expected = vec![(first, "before".to_owned())];
+    expected.extend(
+        ids.into_iter()
+            .enumerate()
+            .map(|(n, id)| (id, format!("batch {n}"))),
+    );
+    let got: Vec<(String, String)> = events.into_iter().map(|e| (e.id, e.data)).collect();
+    assert_eq!(got, expected);
+    server.terminate().await;
+}

@@ -382,3 +382,100 @@ async fn data_may_be_any_json_value_published_as_compact_json() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_json_array_is_a_batch_stored_in_order_all_or_nothing() {
+    let server = TestServer::start(&[]).await;
+    let mut a = EventReader::open(&server.url("/sse?topic=a"), None).await;
+    let mut both = EventReader::open(&server.url("/sse?topic=a&topic=b"), None).await;
+    let batch = r#"[
+        {"topic": "a", "data": "one"},
+        {"topic": "b", "event": "tick", "data": {"n": 2}},
+        {"topic": "a", "data": "three"}
+    ]"#;
+    let (status, body) = send(
+        &server,
+        reqwest::Method::POST,
+        "/publish",
+        Some("application/json"),
+        batch,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let ids: Vec<String> = body["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let got: Vec<(String, String, String)> = {
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let e = both.expect(WAIT).await;
+            got.push((e.id, e.event, e.data));
+        }
+        got
+    };
+    assert_eq!(
+        got,
+        vec![
+            (ids[0].clone(), "message".to_owned(), "one".to_owned()),
+            (ids[1].clone(), "tick".to_owned(), r#"{"n":2}"#.to_owned()),
+            (ids[2].clone(), "message".to_owned(), "three".to_owned()),
+        ]
+    );
+    assert_eq!(a.expect(WAIT).await.data, "one");
+    assert_eq!(a.expect(WAIT).await.data, "three");
+    // Any bad element: 400 naming it, and nothing of the batch is stored.
+    for (bad, index) in [
+        (
+            r#"[{"topic": "a", "data": "x"}, {"topic": "a"}]"#,
+            "event 1",
+        ),
+        (r#"[{"topic": "a", "data": "x"}, "just text"]"#, "event 1"),
+        (
+            r#"[{"data": "x"}, {"data": "y"}, {"topic": "", "data": "z"}]"#,
+            "event 2",
+        ),
+        (r#"[{"topic": "a", "data": "x", "extra": 1}]"#, "event 0"),
+        ("[]", "empty"),
+    ] {
+        let (status, body) = send(
+            &server,
+            reqwest::Method::POST,
+            "/publish",
+            Some("application/json"),
+            bad,
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let error = body["error"].as_str().expect("an error message");
+        assert!(error.contains(index), "{bad}: {error}");
+    }
+    let too_many: Vec<serde_json::Value> = (0..1_001)
+        .map(|_| serde_json::json!({"topic": "a", "data": "x"}))
+        .collect();
+    let (status, body) = send(
+        &server,
+        reqwest::Method::POST,
+        "/publish",
+        Some("application/json"),
+        serde_json::to_string(&too_many).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // The next event on each stream is the marker: nothing was stored.
+    let (status, _) = send(
+        &server,
+        reqwest::Method::POST,
+        "/publish?topic=a",
+        Some("text/plain"),
+        "marker",
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(a.expect(WAIT).await.data, "marker");
+    assert_eq!(both.expect(WAIT).await.data, "marker");
+    server.stop().await;
+}
