@@ -257,6 +257,13 @@ impl Hub {
         Some(id)
     }
 
+    /// Whether the event `id` is still in the ring (published and not yet
+    /// evicted).
+    pub fn retains(&self, id: EventId) -> bool {
+        let retained = self.ring().retained();
+        id > retained.floor && id <= retained.last
+    }
+
     /// Appends several events under one lock, each made from the id of the
     /// one before (so no other append comes between them), and wakes their
     /// subscribers. Returns their ids, or `None` (appending nothing) once

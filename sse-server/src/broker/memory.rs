@@ -2,6 +2,7 @@
 //! and with `--data-dir` kept on disk and restored at start.
 
 use std::{
+    collections::{HashMap, VecDeque},
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -35,6 +36,16 @@ pub struct MemoryBroker {
     hub: Arc<Hub>,
     epoch: u64,
     log: Option<DiskLog>,
+    /// Idempotency keys and the ids they were first published as; held
+    /// across a keyed publish, so two requests with one key store once.
+    keys: tokio::sync::Mutex<Keys>,
+}
+
+/// Idempotency keys of retained events, oldest first.
+#[derive(Debug, Default)]
+struct Keys {
+    ids: HashMap<String, EventId>,
+    order: VecDeque<String>,
 }
 
 /// Milliseconds since the Unix epoch: a run's `EPOCH`.
@@ -64,6 +75,7 @@ impl MemoryBroker {
             hub: Arc::new(Hub::new(limits, EventId::new(epoch, 0), metrics)),
             epoch,
             log: None,
+            keys: tokio::sync::Mutex::default(),
         }
     }
 
@@ -101,6 +113,7 @@ impl MemoryBroker {
             hub,
             epoch,
             log: Some(log),
+            keys: tokio::sync::Mutex::default(),
         })
     }
 
@@ -142,6 +155,42 @@ impl MemoryBroker {
                     err => BrokerError::Storage(err),
                 }),
         }
+    }
+
+    /// Like [`MemoryBroker::publish`], once per idempotency `key`: while the
+    /// event first published with `key` is retained, returns its id and
+    /// stores nothing.
+    ///
+    /// # Errors
+    /// As [`MemoryBroker::publish`].
+    pub async fn publish_once(
+        &self,
+        key: &str,
+        topic: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<EventId, BrokerError> {
+        let mut keys = self.keys.lock().await;
+        if let Some(&id) = keys.ids.get(key) {
+            if self.hub.retains(id) {
+                return Ok(id);
+            }
+        }
+        let id = self.publish(topic, event, data).await?;
+        // Keys of events no longer retained go, oldest first.
+        while let Some(oldest) = keys.order.front() {
+            match keys.ids.get(oldest) {
+                Some(&old) if self.hub.retains(old) => break,
+                _ => {
+                    let oldest = keys.order.pop_front().unwrap_or_default();
+                    keys.ids.remove(&oldest);
+                }
+            }
+        }
+        if keys.ids.insert(key.to_owned(), id).is_none() {
+            keys.order.push_back(key.to_owned());
+        }
+        Ok(id)
     }
 
     /// Appends `events` (topic, event type, data) in order, all or none:

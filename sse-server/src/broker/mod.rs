@@ -131,6 +131,25 @@ impl Broker {
         }
     }
 
+    /// Publishes an event once per idempotency `key`: a retry with the same
+    /// key, while the first event is retained, returns that event's id and
+    /// stores nothing (across instances with Redis).
+    ///
+    /// # Errors
+    /// As [`Broker::publish`].
+    pub async fn publish_once(
+        &self,
+        key: &str,
+        topic: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<EventId, BrokerError> {
+        match self {
+            Self::Memory(broker) => broker.publish_once(key, topic, event, data).await,
+            Self::Redis(broker) => broker.publish_once(key, topic, event, data).await,
+        }
+    }
+
     /// Publishes `events` (topic, event type, data) in order, all or none;
     /// returns their ids once the broker has them all.
     ///

@@ -86,6 +86,21 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// the stream, so that events acknowledged just before the signal reach
 /// local subscribers; well inside the server's shutdown grace period.
 const SHUTDOWN_CATCH_UP: Duration = Duration::from_secs(1);
+/// How long Redis keeps an idempotency key at most; the key counts only
+/// while its entry is still in the stream.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// A publish with an idempotency key: `KEYS[1]` the stream, `KEYS[2]` the
+/// key's string; `ARGV`: history, topic, event, data, TTL in ms.
+const PUBLISH_ONCE: &str = r"
+local first = redis.call('GET', KEYS[2])
+if first and #redis.call('XRANGE', KEYS[1], first, first) > 0 then
+  return first
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'topic', ARGV[2], 'event', ARGV[3], 'data', ARGV[4])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[5])
+return id
+";
 /// First delay before reconnecting after Redis became unreachable.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between reconnection attempts: an outage of any length
@@ -280,6 +295,78 @@ impl RedisBroker {
         let mut acknowledged = self.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
         *acknowledged = (*acknowledged).max(id);
         Ok(id)
+    }
+
+    /// Like [`RedisBroker::publish`], once per idempotency `key`: a Lua
+    /// script returns the id stored under `{prefix}:idem:{key}` while that
+    /// entry is still in the stream, else adds the entry and stores its id
+    /// under the key, atomically, so it holds across instances.
+    ///
+    /// # Errors
+    /// As [`RedisBroker::publish`].
+    pub async fn publish_once(
+        &self,
+        key: &str,
+        topic: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<EventId, BrokerError> {
+        let open = self.open.read().await;
+        if !*open {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let prefix = self.key.strip_suffix(":events").unwrap_or(&self.key);
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(PUBLISH_ONCE)
+            .arg(2)
+            .arg(&self.key)
+            .arg(format!("{prefix}:idem:{key}"))
+            .arg(self.history)
+            .arg(topic)
+            .arg(event)
+            .arg(data)
+            .arg(IDEMPOTENCY_TTL.as_millis() as u64);
+        let mut connection = self.publisher().map_err(|err| {
+            BrokerError::Unavailable(format!("Redis did not take the event: {err}"))
+        })?;
+        let reply = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            script.query_async::<String>(&mut connection),
+        )
+        .await;
+        let id = self.answer(reply)?;
+        let mut acknowledged = self.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
+        *acknowledged = (*acknowledged).max(id);
+        Ok(id)
+    }
+
+    /// The id an `XADD` (or the publish script) answered, or why not.
+    fn answer(
+        &self,
+        reply: Result<Result<String, RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<EventId, BrokerError> {
+        match reply {
+            Ok(Ok(id)) => id.parse::<EventId>().map_err(|_| {
+                BrokerError::Unavailable(format!(
+                    "Redis answered XADD with an unexpected id {id:?}"
+                ))
+            }),
+            Ok(Err(err)) => {
+                if is_outage(&err) {
+                    self.state.set_up(false, Some(&err));
+                }
+                Err(BrokerError::Unavailable(format!(
+                    "Redis did not take the event: {err}"
+                )))
+            }
+            Err(_) => {
+                self.state.set_up(false, Some(&"publish timed out"));
+                Err(BrokerError::Uncertain(format!(
+                    "Redis did not answer within {PUBLISH_TIMEOUT:?}; the event may or may not have been stored"
+                )))
+            }
+        }
     }
 
     /// Appends `events` (topic, event type, data) in order in one

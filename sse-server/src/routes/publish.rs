@@ -24,6 +24,9 @@ use crate::{
 /// 64 KiB bounds the copy every subscriber's queue may reference.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Longest accepted `Idempotency-Key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
 /// Most events one batch (a JSON array) may hold.
 pub const MAX_BATCH: usize = 1_000;
 
@@ -54,9 +57,15 @@ pub async fn publish(
             .publisher(auth::request_token(&headers, query_token.as_deref()))?
     };
     let kind = BodyKind::of(&headers)?;
+    let key = idempotency_key(&headers)?;
     let query = query.unwrap_or_default();
     let bytes = read_body(body, &headers, state.config.body_timeout).await?;
     if kind == BodyKind::Json && bytes.trim_ascii_start().starts_with(b"[") {
+        if key.is_some() {
+            return Err(AppError::BadRequest(
+                "Idempotency-Key applies to one event, not to a batch".to_owned(),
+            ));
+        }
         let events = decode_batch(&query, &bytes)?;
         let mut topics: Vec<&str> = events.iter().map(|(topic, _, _)| topic.as_str()).collect();
         topics.sort_unstable();
@@ -83,7 +92,15 @@ pub async fn publish(
             .ask_hook(Action::Publish, &[&topic], &headers)
             .await?;
     }
-    let id = state.broker.publish(&topic, &event, &data).await?;
+    let id = match &key {
+        Some(key) => {
+            state
+                .broker
+                .publish_once(key, &topic, &event, &data)
+                .await?
+        }
+        None => state.broker.publish(&topic, &event, &data).await?,
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "id": id.to_string() })),
@@ -141,6 +158,32 @@ pub fn decode(
     wire::check_name("topic", &topic)?;
     wire::check_name("event", &event)?;
     Ok((topic, event, data))
+}
+
+/// The request's `Idempotency-Key`, if any.
+///
+/// # Errors
+/// 400 for an empty key, one over [`MAX_IDEMPOTENCY_KEY`] bytes, one that
+/// is not text, or more than one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AppError::BadRequest(
+            "give one Idempotency-Key, not several".to_owned(),
+        ));
+    }
+    let key = value.to_str().map_err(|_| {
+        AppError::BadRequest("Idempotency-Key must be visible ASCII text".to_owned())
+    })?;
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(AppError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes long"
+        )));
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// A JSON array of event objects (a batch): each decoded as [`decode`]

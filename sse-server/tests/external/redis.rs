@@ -830,3 +830,30 @@ async fn a_batch_reaches_every_instance_in_order_and_a_bad_one_stores_nothing() 
     assert_eq!(stream_entries(&redis).await.len(), 20);
     expect_nothing_more(&mut readers, &servers[1], "t").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_holds_across_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), &[]).await;
+    let servers = instances(2, &redis.url(), &[]).await;
+    let mut reader = watch(&servers[1], "t", None).await;
+    let client = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for n in 0..4 {
+        let response = client
+            .post(servers[n % 2].url("/publish"))
+            .header("idempotency-key", "payment-42")
+            .json(&serde_json::json!({"topic": "t", "data": format!("try {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        answers.push(response.json::<serde_json::Value>().await.unwrap());
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    let entries = stream_entries(&redis).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, answers[0]["id"].as_str().unwrap());
+    assert_eq!(reader.expect(WAIT).await.data, "try 0");
+    expect_nothing_more(&mut [reader], &servers[0], "t").await;
+}

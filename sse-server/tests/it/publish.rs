@@ -479,3 +479,55 @@ async fn a_json_array_is_a_batch_stored_in_order_all_or_nothing() {
     assert_eq!(both.expect(WAIT).await.data, "marker");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_returns_the_first_id_and_stores_nothing() {
+    let server = TestServer::start(&[]).await;
+    let mut reader = EventReader::open(&server.url("/sse?topic=k"), None).await;
+    let client = reqwest::Client::new();
+    let post = |key: &str, data: &str| {
+        client
+            .post(server.url("/publish"))
+            .header("idempotency-key", key)
+            .json(&serde_json::json!({"topic": "k", "data": data}))
+            .send()
+    };
+    let first = post("order-1", "first").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: serde_json::Value = first.json().await.unwrap();
+    // Concurrent retries: one stored event between them all.
+    let retries = futures::future::join_all((0..5).map(|_| post("order-1", "retry"))).await;
+    for retry in retries {
+        let retry = retry.unwrap();
+        assert_eq!(retry.status(), 202);
+        let body: serde_json::Value = retry.json().await.unwrap();
+        assert_eq!(body, first, "a retry answers the first body");
+    }
+    let other = post("order-2", "second").await.unwrap();
+    assert_eq!(other.status(), 202);
+    let event = reader.expect(WAIT).await;
+    assert_eq!(
+        (event.id.as_str(), event.data.as_str()),
+        (first["id"].as_str().unwrap(), "first")
+    );
+    assert_eq!(reader.expect(WAIT).await.data, "second");
+    // Bad keys: 400, nothing stored.
+    for key in [String::new(), "x".repeat(257)] {
+        let bad = post(&key, "bad key").await.unwrap();
+        assert_eq!(bad.status(), 400, "a key of {} bytes", key.len());
+    }
+    let batch = client
+        .post(server.url("/publish"))
+        .header("idempotency-key", "batch")
+        .json(&serde_json::json!([{"topic": "k", "data": "in a batch"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.status(), 400);
+    assert_eq!(
+        post(&"y".repeat(256), "long key").await.unwrap().status(),
+        202
+    );
+    assert_eq!(reader.expect(WAIT).await.data, "long key");
+    server.stop().await;
+}
