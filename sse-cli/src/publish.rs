@@ -6,6 +6,11 @@
 //! `tail -f app.log | sse-cli publish --topic logs -` streams a log live and
 //! in order. The first failure stops it: a line that cannot be published is
 //! reported rather than skipped.
+//!
+//! Every event carries its own `Idempotency-Key`, so a publish that timed
+//! out, got no answer, or got a `5xx` or `429` is retried with the same key
+//! (backoff, honouring `Retry-After`) without storing the event twice on an
+//! sse-server.
 
 use std::{
     io::{self, IsTerminal, Write},
@@ -29,6 +34,15 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// stdin mode (`tail -f`, with pauses between lines) would be common. 4 s
 /// keeps the connection for bursts of lines and lets it go before then.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Attempts per event, the first included, before the failure is reported.
+pub const PUBLISH_ATTEMPTS: u32 = 8;
+/// Delay before the first retry; doubled for each further one, up to
+/// [`RETRY_MAX`] (about 17 s of retrying in all). A `Retry-After` longer
+/// than the delay is waited instead.
+pub const RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest delay between two attempts, `Retry-After` included.
+pub const RETRY_MAX: Duration = Duration::from_secs(4);
 
 /// The body of `POST /publish`; absent topic and event take the server's
 /// defaults.
@@ -105,30 +119,78 @@ impl Publisher {
     /// Publishes one event; returns the id the server gave it (`None` if a
     /// server accepted it without saying which id).
     ///
+    /// The event gets a fresh `Idempotency-Key`; a timeout, a connection
+    /// lost before the answer, a `5xx` or a `429` is retried with that key up to [`PUBLISH_ATTEMPTS`] times in
+    /// all (saying so on stderr), so the server stores it once.
+    ///
     /// # Errors
     ///
     /// [`PublishError::Connect`] with no answer, [`PublishError::Rejected`]
-    /// for a status other than 2xx.
+    /// for a status other than 2xx (after the retries, for retryable ones).
     pub async fn publish(&self, data: &str) -> Result<Option<String>, PublishError> {
         let body = PublishBody {
             topic: self.topic.as_deref(),
             event: self.event.as_deref(),
             data,
         };
-        let mut request = self.client.post(self.endpoint.clone()).json(&body);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|err| PublishError::Connect {
-            url: self.endpoint.clone(),
-            cause: http::describe(&err),
-        })?;
-        if !response.status().is_success() {
-            return Err(PublishError::Rejected {
-                url: self.endpoint.clone(),
-                status: http::describe_status(response).await,
-            });
-        }
+        let key = idempotency_key();
+        let mut delay = RETRY_MIN;
+        let mut attempt = 1;
+        let response = loop {
+            let mut request = self
+                .client
+                .post(self.endpoint.clone())
+                .header("idempotency-key", &key)
+                .json(&body);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let (failure, wait) = match request.send().await {
+                Ok(response) if response.status().is_success() => break response,
+                Ok(response) => {
+                    let status = response.status();
+                    let retryable = status.is_server_error() || status.as_u16() == 429;
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let failure = PublishError::Rejected {
+                        url: self.endpoint.clone(),
+                        status: http::describe_status(response).await,
+                    };
+                    if !retryable {
+                        return Err(failure);
+                    }
+                    (failure, retry_after.map_or(delay, |after| after.max(delay)))
+                }
+                Err(err) => {
+                    let failure = PublishError::Connect {
+                        url: self.endpoint.clone(),
+                        cause: http::describe(&err),
+                    };
+                    // A connection never made (refused, no route) sent
+                    // nothing: the server is not there, say so at once.
+                    if err.is_connect() && !err.is_timeout() {
+                        return Err(failure);
+                    }
+                    (failure, delay)
+                }
+            };
+            if attempt >= PUBLISH_ATTEMPTS {
+                return Err(failure);
+            }
+            let wait = wait.min(RETRY_MAX);
+            eprintln!(
+                "sse-cli: {failure}; retrying in {:.1} s (attempt {} of {PUBLISH_ATTEMPTS}, same Idempotency-Key)",
+                wait.as_secs_f64(),
+                attempt + 1
+            );
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(RETRY_MAX);
+            attempt += 1;
+        };
         // The event is in; an unreadable answer only costs us its id.
         let answer: Option<serde_json::Value> = response.json().await.ok();
         Ok(answer.and_then(|v| match v.get("id")? {
@@ -137,6 +199,21 @@ impl Publisher {
             _ => None,
         }))
     }
+}
+
+/// A key no other event gets: this process, the time, a counter and
+/// random bits.
+fn idempotency_key() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "sse-cli-{}-{now:x}-{n}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    )
 }
 
 /// `<base>/publish`, keeping any path prefix of the base URL (a server

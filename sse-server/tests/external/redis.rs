@@ -857,3 +857,39 @@ async fn an_idempotency_key_holds_across_instances() {
     assert_eq!(reader.expect(WAIT).await.data, "try 0");
     expect_nothing_more(&mut [reader], &servers[0], "t").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_cli_publish_retries_a_503_with_its_key_until_redis_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = instances(1, &format!("redis://127.0.0.1:{port}"), &[])
+        .await
+        .remove(0);
+    assert_eq!(health(&server).await, Some(503));
+    let args = sse_cli::cli::PublishArgs {
+        url: server.url("").parse().unwrap(),
+        topic: Some("t".to_owned()),
+        event: None,
+        token: None,
+        data: None,
+    };
+    let publisher = sse_cli::publish::Publisher::new(&args).unwrap();
+    // The publish starts while Redis is down, so it gets 503s and retries.
+    let publishing = tokio::spawn(async move { publisher.publish("retried").await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!publishing.is_finished(), "the publish gave up on a 503");
+    let mut redis = RedisServer {
+        port,
+        dir: dir.path().to_owned(),
+        extra: Vec::new(),
+        child: None,
+    };
+    redis.run().await;
+    let id = publishing
+        .await
+        .unwrap()
+        .expect("published once Redis appeared")
+        .expect("an id");
+    let entries = stream_entries(&redis).await;
+    assert_eq!(entries, vec![(id, "retried".to_owned())]);
+}
