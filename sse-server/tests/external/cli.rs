@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::{
     nginx::Nginx,
     redis::{instances, RedisServer, WAIT},
-    support::{publish, BinaryServer},
+    support::{metric, publish, BinaryServer},
 };
 
 /// Instances' flags: no clock (the tests publish what they expect) and a
@@ -103,7 +103,22 @@ async fn watch_rides_out_every_instance_restarting_behind_nginx() {
         })
         .await
     });
-    // The stream is open once the first event arrives.
+    // Publish only once the stream is open on one of the instances: an
+    // event published before that is, rightly, not delivered.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let mut open = 0;
+            for server in &servers {
+                open += metric(&server.url(""), "sse_clients").await;
+            }
+            if open > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("watch subscribes through nginx");
     let mut got = Vec::new();
     for data in ["before 1", "before 2"] {
         publish(&nginx.url(""), "t", "message", data).await;
