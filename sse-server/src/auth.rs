@@ -261,7 +261,10 @@ impl Auth {
             jwt,
             leeway: config.jwt_leeway.as_secs(),
             anonymous: Patterns::new(config.anonymous_topics.iter().cloned()),
-            publish_token: config.publish_token.clone(),
+            publish_token: config
+                .publish_token
+                .as_ref()
+                .map(|token| token.expose().to_owned()),
             hook: config
                 .auth_url
                 .as_ref()

@@ -103,7 +103,7 @@ pub struct Config {
 
     /// Require `Authorization: Bearer TOKEN` on /publish.
     #[arg(long, env = "SSE_PUBLISH_TOKEN", hide_env_values = true)]
-    pub publish_token: Option<String>,
+    pub publish_token: Option<Secret>,
 
     /// Read the publish token from this file (its first line), so it stays
     /// out of `ps`. Read by [`Config::load_secret_files`].
@@ -342,7 +342,7 @@ impl Config {
     /// hold a broker URL. The message names the file, never its content.
     pub fn load_secret_files(&mut self) -> Result<(), SecretFileError> {
         if let Some(path) = self.publish_token_file.take() {
-            self.publish_token = Some(read_secret(&path)?);
+            self.publish_token = Some(Secret(read_secret(&path)?));
         }
         if let Some(path) = self.jwt_secret_file.take() {
             self.jwt_secret = Some(Secret(read_secret(&path)?));
@@ -587,7 +587,14 @@ mod tests {
         ])
         .unwrap();
         config.load_secret_files().unwrap();
-        assert_eq!(config.publish_token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            config.publish_token.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+        assert!(
+            !format!("{config:?}").contains("s3cret"),
+            "Debug shows no secret: {config:?}"
+        );
         assert_eq!(
             config.jwt_secret.as_ref().map(Secret::expose),
             Some("hmac-key")
