@@ -52,74 +52,52 @@ impl Metrics {
     /// A fresh registry with every metric at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sse");
-        let clients = Gauge::default();
-        let published = Counter::default();
-        let delivered = Counter::default();
-        let dropped_slow = Counter::default();
-        let rejected = Counter::default();
-        let bytes_sent = Counter::default();
-        let broker_up = Gauge::default();
-        broker_up.set(1);
-        let history_bytes = Gauge::default();
-        let history_events = Gauge::default();
-        let auth_hook_allowed = Counter::default();
-        let auth_hook_denied = Counter::default();
-        let auth_hook_errors = Counter::default();
-        registry.register(
+        let r = &mut registry;
+        // Registered in the order `/metrics` lists them.
+        let auth_hook_allowed = counter(
+            r,
             "auth_hook_allowed",
             "Requests the --auth-url service allowed",
-            auth_hook_allowed.clone(),
         );
-        registry.register(
+        let auth_hook_denied = counter(
+            r,
             "auth_hook_denied",
             "Requests the --auth-url service refused with 401 or 403",
-            auth_hook_denied.clone(),
         );
-        registry.register(
+        let auth_hook_errors = counter(
+            r,
             "auth_hook_errors",
             "--auth-url calls that failed, timed out or answered another status",
-            auth_hook_errors.clone(),
         );
-        registry.register("clients", "Subscribers connected now", clients.clone());
-        registry.register(
-            "events_published",
-            "Events accepted by the broker",
-            published.clone(),
-        );
-        registry.register(
+        let clients = gauge(r, "clients", "Subscribers connected now");
+        let published = counter(r, "events_published", "Events accepted by the broker");
+        let delivered = counter(
+            r,
             "events_delivered",
             "Events written to subscribers, one per subscriber per event",
-            delivered.clone(),
         );
-        registry.register(
+        let dropped_slow = counter(
+            r,
             "clients_dropped_slow",
             "Subscribers disconnected because their queue was full",
-            dropped_slow.clone(),
         );
-        registry.register(
+        let rejected = counter(
+            r,
             "clients_rejected",
             "Subscribers refused because --max-clients was reached",
-            rejected.clone(),
         );
-        registry.register(
-            "bytes_sent",
-            "Bytes of event stream sent to subscribers",
-            bytes_sent.clone(),
-        );
-        registry.register(
-            "broker_up",
-            "1 when the broker is reachable",
-            broker_up.clone(),
-        );
-        registry.register(
+        let bytes_sent = counter(r, "bytes_sent", "Bytes of event stream sent to subscribers");
+        let broker_up = gauge(r, "broker_up", "1 when the broker is reachable");
+        broker_up.set(1);
+        let history_bytes = gauge(
+            r,
             "history_bytes",
             "Encoded bytes of the events held for replay (at most --history-bytes)",
-            history_bytes.clone(),
         );
-        registry.register(
+        let history_events = gauge(
+            r,
             "history_events",
             "Events held for replay (at most --history)",
-            history_events.clone(),
         );
         Self {
             registry,
@@ -179,4 +157,18 @@ pub struct Stats {
     pub uptime_ms: u64,
     /// Whether the broker is reachable.
     pub broker_up: bool,
+}
+
+/// A counter registered under `name`.
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let metric = Counter::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A gauge registered under `name`.
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
+    let metric = Gauge::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
