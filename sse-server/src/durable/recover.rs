@@ -103,51 +103,15 @@ pub fn recover(dir: &Path, history: usize, history_bytes: usize) -> Result<Recov
             bytes: buf.len() as u64,
             payload: 0,
         };
-        let mut offset = record::MAGIC.len();
-        let mut damage = None;
-        if buf.len() < record::MAGIC.len() || &buf[..record::MAGIC.len()] != record::MAGIC {
-            damage = Some((0, "not a segment header"));
-        } else {
-            loop {
-                match record::decode(&buf, offset, &mut topics) {
-                    Decoded::Record { event, next } => {
-                        if recovered.last_id.is_some_and(|last| event.id <= last) {
-                            damage = Some((offset, "event id not after the previous one"));
-                            break;
-                        }
-                        recovered.last_id = Some(event.id);
-                        segment.payload += event.wire.len() as u64;
-                        kept_bytes += event.wire.len();
-                        recovered.events.push_back(event);
-                        while recovered.events.len() > history
-                            || (kept_bytes > history_bytes && recovered.events.len() > 1)
-                        {
-                            if let Some(oldest) = recovered.events.pop_front() {
-                                kept_bytes -= oldest.wire.len();
-                            }
-                        }
-                        segment.events += 1;
-                        offset = next;
-                    }
-                    Decoded::End => break,
-                    // Space the writer set aside for records (zeros are
-                    // never a record: a length of 0 is impossible).
-                    _ if buf[offset..].iter().all(|&b| b == 0) => {
-                        trim_zeros(path, offset)?;
-                        segment.bytes = offset as u64;
-                        break;
-                    }
-                    Decoded::Torn => {
-                        damage = Some((offset, "file ends inside a record"));
-                        break;
-                    }
-                    Decoded::Bad(what) => {
-                        damage = Some((offset, what));
-                        break;
-                    }
-                }
-            }
-        }
+        let damage = read_records(
+            &buf,
+            path,
+            &mut segment,
+            &mut recovered,
+            &mut topics,
+            &mut kept_bytes,
+            (history, history_bytes),
+        )?;
         if let Some((at, what)) = damage {
             if !newest {
                 return Err(LogError::corrupt(
@@ -176,6 +140,56 @@ pub fn recover(dir: &Path, history: usize, history_bytes: usize) -> Result<Recov
         }
     }
     Ok(recovered)
+}
+
+/// Reads one segment's records into `recovered`, keeping the newest
+/// `history` events within `history_bytes`. Returns where and why the
+/// segment is damaged, if it is; zeros the writer set aside are trimmed.
+fn read_records(
+    buf: &Bytes,
+    path: &Path,
+    segment: &mut Segment,
+    recovered: &mut Recovered,
+    topics: &mut Topics,
+    kept_bytes: &mut usize,
+    (history, history_bytes): (usize, usize),
+) -> Result<Option<(usize, &'static str)>, LogError> {
+    if buf.len() < record::MAGIC.len() || &buf[..record::MAGIC.len()] != record::MAGIC {
+        return Ok(Some((0, "not a segment header")));
+    }
+    let mut offset = record::MAGIC.len();
+    loop {
+        match record::decode(buf, offset, topics) {
+            Decoded::Record { event, next } => {
+                if recovered.last_id.is_some_and(|last| event.id <= last) {
+                    return Ok(Some((offset, "event id not after the previous one")));
+                }
+                recovered.last_id = Some(event.id);
+                segment.payload += event.wire.len() as u64;
+                *kept_bytes += event.wire.len();
+                recovered.events.push_back(event);
+                while recovered.events.len() > history
+                    || (*kept_bytes > history_bytes && recovered.events.len() > 1)
+                {
+                    if let Some(oldest) = recovered.events.pop_front() {
+                        *kept_bytes -= oldest.wire.len();
+                    }
+                }
+                segment.events += 1;
+                offset = next;
+            }
+            Decoded::End => return Ok(None),
+            // Space the writer set aside for records (zeros are never a
+            // record: a length of 0 is impossible).
+            _ if buf[offset..].iter().all(|&b| b == 0) => {
+                trim_zeros(path, offset)?;
+                segment.bytes = offset as u64;
+                return Ok(None);
+            }
+            Decoded::Torn => return Ok(Some((offset, "file ends inside a record"))),
+            Decoded::Bad(what) => return Ok(Some((offset, what))),
+        }
+    }
 }
 
 /// Drops the zeros the writer set aside past the last record.
