@@ -822,29 +822,13 @@ impl Reader {
         backoff: &mut Duration,
     ) {
         if !*synced {
-            // First contact after a degraded start: live from the stream's
-            // end (there is no earlier position to continue from).
-            let info =
-                tokio::time::timeout(QUERY_TIMEOUT, stream_info(connection, &self.key)).await;
-            let Ok(Ok(info)) = info else {
+            if !self.sync_to_stream_end(connection, position).await {
                 return;
-            };
-            *position = info.last;
-            self.position.send_replace(info.last);
-            self.state.hub.reset(info.last);
+            }
             *synced = true;
         }
-        if self.state.publisher.get().is_none() {
-            match tokio::time::timeout(CONNECT_TIMEOUT * 2, connect_publisher(&self.client)).await {
-                Ok(Ok(publisher)) => {
-                    let _ = self.state.publisher.set(publisher);
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(redis = %self.state.redacted_url, cause = %err, "cannot open the publish connection to Redis");
-                    return;
-                }
-                Err(_) => return,
-            }
+        if !self.ensure_publisher().await {
+            return;
         }
         if !self.check_for_gap(connection, position).await {
             // Reading on without knowing could wait forever behind a stream
@@ -905,6 +889,43 @@ impl Reader {
             if moved {
                 self.position.send_replace(*position);
             }
+        }
+    }
+
+    /// First contact after a degraded start: live from the stream's end
+    /// (there is no earlier position to continue from). `false` when the
+    /// stream's state could not be read.
+    async fn sync_to_stream_end(
+        &self,
+        connection: &mut MultiplexedConnection,
+        position: &mut EventId,
+    ) -> bool {
+        let info = tokio::time::timeout(QUERY_TIMEOUT, stream_info(connection, &self.key)).await;
+        let Ok(Ok(info)) = info else {
+            return false;
+        };
+        *position = info.last;
+        self.position.send_replace(info.last);
+        self.state.hub.reset(info.last);
+        true
+    }
+
+    /// Opens the publish connection if there is none yet; `false` when it
+    /// cannot be opened now.
+    async fn ensure_publisher(&self) -> bool {
+        if self.state.publisher.get().is_some() {
+            return true;
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, connect_publisher(&self.client)).await {
+            Ok(Ok(publisher)) => {
+                let _ = self.state.publisher.set(publisher);
+                true
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(redis = %self.state.redacted_url, cause = %err, "cannot open the publish connection to Redis");
+                false
+            }
+            Err(_) => false,
         }
     }
 
