@@ -3,7 +3,8 @@
 //!
 //! - `serve [ARGS]`  builds and runs the server (release) on :3000
 //! - `test`          everything the project checks (installs what tests need)
-//! - `ci`            formatting, clippy with warnings denied, then `test`
+//! - `lint`          formatting and clippy with warnings denied
+//! - `ci`            `lint`, then `test` (what .ci/run runs, in two steps)
 //! - `watch [ARGS]`  runs `sse-cli watch`
 //! - `bench [ARGS]`  release build, a server, sse-bench against it
 //! - `fuzz [SECONDS]` every fuzz target in `fuzz/` for SECONDS each
@@ -23,7 +24,8 @@ tasks:
   serve [sse-server args]   build (release) and run the server on http://localhost:3000
   test                      run every test; installs redis-server, nginx, chromium and
                             chromium-driver with apt-get when root and missing
-  ci                        cargo fmt --check, clippy -D warnings, then test
+  lint                      cargo fmt --check and clippy -D warnings
+  ci                        lint, then test
   watch [sse-cli args]      run `sse-cli watch` (default http://localhost:3000/sse)
   bench [sse-bench args]    release build, start a server, run sse-bench, stop the server
                             (--compare: the same load on Nchan, Pushpin and ours)
@@ -44,13 +46,9 @@ fn main() -> Result<()> {
         Some("serve") => cmd!(sh, "cargo run --release -p sse-server -- {rest...}").run()?,
         Some("watch") => cmd!(sh, "cargo run --release -p sse-cli -- watch {rest...}").run()?,
         Some("test") => test::run(&sh, &rest)?,
+        Some("lint") => lint(&sh)?,
         Some("ci") => {
-            cmd!(sh, "cargo fmt --all -- --check").run()?;
-            cmd!(
-                sh,
-                "cargo clippy --workspace --all-targets --features sse-server/external-tests -- -D warnings"
-            )
-            .run()?;
+            lint(&sh)?;
             test::run(&sh, &rest)?;
         }
         Some("bench") => bench::run(&sh, &rest)?,
@@ -58,6 +56,17 @@ fn main() -> Result<()> {
         Some("help" | "--help" | "-h") | None => print!("{USAGE}"),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
     }
+    Ok(())
+}
+
+/// Formatting and clippy with warnings denied, over every target.
+fn lint(sh: &Shell) -> Result<()> {
+    cmd!(sh, "cargo fmt --all -- --check").run()?;
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --features sse-server/external-tests -- -D warnings"
+    )
+    .run()?;
     Ok(())
 }
 
