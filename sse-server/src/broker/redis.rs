@@ -466,28 +466,8 @@ impl RedisBroker {
             command.query_async::<String>(&mut connection),
         )
         .await;
-        match reply {
-            Ok(Ok(id)) => id.parse::<EventId>().map_err(|_| {
-                BrokerError::Unavailable(format!(
-                    "Redis answered XADD with an unexpected id {id:?}"
-                ))
-            }),
-            Ok(Err(err)) => {
-                if is_outage(&err) {
-                    self.state.set_up(false, Some(&err));
-                }
-                Err(BrokerError::Unavailable(format!(
-                    "Redis did not take the event: {err}"
-                )))
-            }
-            Err(_) => {
-                self.state.set_up(false, Some(&"publish timed out"));
-                // The command was sent: Redis may yet store it.
-                Err(BrokerError::Uncertain(format!(
-                    "Redis did not answer within {PUBLISH_TIMEOUT:?}; the event may or may not have been stored"
-                )))
-            }
-        }
+        // A timeout means the command was sent: Redis may yet store it.
+        self.answer(reply)
     }
 
     /// Subscribes where `start` asks.
